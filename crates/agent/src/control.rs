@@ -1,0 +1,648 @@
+//! The control loop: one task that owns the holder and the decider.
+//!
+//! Everything that takes time (proposals, pipelines) runs in spawned tasks
+//! that report back through one channel, so the loop itself never blocks and
+//! its timer keeps the lease arithmetic honest. The loop wakes every
+//! [`TICK`] to pace renewals and to fence in time.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailherd_config::{Config, MemberRole};
+use mailherd_consensus::Consensus;
+use mailherd_core::decider::{decide, Candidate, DeciderView, Decision};
+use mailherd_core::state::{ClusterState, Command, NodeHealth, PromotionOutcome, Rejection};
+use mailherd_core::{Holder, HolderAction, HolderEvent, Millis, RenewalOutcome};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::monitor::Monitor;
+use crate::pipelines::{self, Drivers};
+use crate::status::{AssignmentStatus, HistoryEntry, LeaderStatus, MemberStatus, StatusDocument};
+
+/// How often the loop wakes up. Small against the fence budget (150 ms by
+/// default) so that fencing starts on time.
+const TICK: Duration = Duration::from_millis(10);
+/// How often the status document is rebuilt.
+const STATUS_EVERY: Duration = Duration::from_millis(100);
+/// How long a clean shutdown may take to demote and release.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
+/// How many history entries the status document shows.
+const STATUS_HISTORY: usize = 20;
+
+/// Results of spawned work, reported back to the loop.
+enum Event {
+    Holder(HolderEvent),
+    AssignDone,
+    HealthDone,
+    ReleaseDone,
+}
+
+pub struct Control {
+    config: Arc<Config>,
+    consensus: Consensus,
+    drivers: Drivers,
+    monitor: Option<Monitor>,
+    clock: Clock,
+    status_tx: watch::Sender<StatusDocument>,
+}
+
+/// The decider's bookkeeping, on this node's clock.
+struct DeciderClock {
+    /// When this node last became leader (None while it is not leader);
+    /// only whether it is set matters to the decider (see core::decider).
+    leader_since: Option<Millis>,
+    leader_term: u64,
+    /// When the epoch or the renewal count last changed here.
+    last_progress_seen: Millis,
+    seen: (u64, u64),
+    /// One assignment proposal at a time.
+    assign_in_flight: bool,
+}
+
+impl Control {
+    pub fn new(
+        config: Arc<Config>,
+        consensus: Consensus,
+        drivers: Drivers,
+        monitor: Option<Monitor>,
+        clock: Clock,
+        status_tx: watch::Sender<StatusDocument>,
+    ) -> Control {
+        Control {
+            config,
+            consensus,
+            drivers,
+            monitor,
+            clock,
+            status_tx,
+        }
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let me = self.config.me().clone();
+        let timing = self.config.cluster.timing();
+        let is_witness = me.role == MemberRole::Witness;
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
+        let mut state_rx = self.consensus.state();
+        let mut leadership_rx = self.consensus.leadership_watch();
+        let mut state: Arc<ClusterState> = state_rx.borrow_and_update().clone();
+
+        let mut holder = None;
+        let mut pending: Vec<HolderAction> = Vec::new();
+        if !is_witness {
+            let (h, actions) = Holder::new(me.id, timing.lease, timing.grace_ms, state.assignment);
+            holder = Some(h);
+            pending = actions;
+        }
+        let mut pipeline: Option<(JoinHandle<()>, PipelineKind)> = None;
+        let mut decider = DeciderClock {
+            leader_since: None,
+            leader_term: 0,
+            last_progress_seen: self.clock.now(),
+            seen: (state.epoch, state.renewals),
+            assign_in_flight: false,
+        };
+        let mut not_ready_since: Option<Millis> = None;
+        let mut health_in_flight = false;
+        let mut releases_in_flight = 0usize;
+        let mut last_status = self.clock.now().minus(STATUS_EVERY.as_millis() as u64);
+        let mut last_garp = self.clock.now();
+        let mut shutting_down_since: Option<Millis> = None;
+
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let shutdown = tokio::spawn(shutdown);
+        tokio::pin!(shutdown);
+
+        loop {
+            // Carry out what the holder asked for.
+            for action in pending.drain(..) {
+                self.execute(action, &events_tx, &mut pipeline, &mut releases_in_flight);
+            }
+            let now = self.clock.now();
+            if let Some(since) = shutting_down_since {
+                let idle = holder
+                    .as_ref()
+                    .is_none_or(|h| *h.phase() == mailherd_core::Phase::Backup);
+                if (idle && releases_in_flight == 0)
+                    || now.since(since) >= SHUTDOWN_LIMIT.as_millis() as u64
+                {
+                    break;
+                }
+            }
+
+            tokio::select! {
+                _ = &mut shutdown, if shutting_down_since.is_none() => {
+                    tracing::info!("shutdown requested: demoting and releasing");
+                    shutting_down_since = Some(now);
+                    if let Some(h) = holder.as_mut() {
+                        pending.extend(h.handle(now, HolderEvent::Shutdown));
+                    }
+                }
+                changed = state_rx.changed() => {
+                    if changed.is_err() {
+                        tracing::error!("consensus state channel closed");
+                        break;
+                    }
+                    state = state_rx.borrow_and_update().clone();
+                    let now = self.clock.now();
+                    if (state.epoch, state.renewals) != decider.seen {
+                        decider.seen = (state.epoch, state.renewals);
+                        decider.last_progress_seen = now;
+                    }
+                    if let Some(h) = holder.as_mut() {
+                        pending.extend(h.handle(now, HolderEvent::Applied { assignment: state.assignment }));
+                    }
+                }
+                changed = leadership_rx.changed() => {
+                    if changed.is_ok() {
+                        let leadership = *leadership_rx.borrow_and_update();
+                        let now = self.clock.now();
+                        if leadership.is_me {
+                            if decider.leader_since.is_none() || decider.leader_term != leadership.term {
+                                tracing::info!(term = leadership.term, "became Raft leader: deciding");
+                                decider.leader_since = Some(now);
+                                decider.leader_term = leadership.term;
+                            }
+                        } else if decider.leader_since.take().is_some() {
+                            tracing::info!(leader = ?leadership.leader, "no longer Raft leader");
+                        }
+                    }
+                }
+                Some(event) = events_rx.recv() => {
+                    let now = self.clock.now();
+                    match event {
+                        Event::Holder(event) => {
+                            if let HolderEvent::PromotionFinished { .. } | HolderEvent::DemotionFinished { .. } = event {
+                                pipeline = None;
+                            }
+                            if let Some(h) = holder.as_mut() {
+                                pending.extend(h.handle(now, event));
+                            }
+                        }
+                        Event::AssignDone => decider.assign_in_flight = false,
+                        Event::HealthDone => health_in_flight = false,
+                        Event::ReleaseDone => releases_in_flight = releases_in_flight.saturating_sub(1),
+                    }
+                }
+                _ = ticker.tick() => {
+                    let now = self.clock.now();
+                    if let Some(h) = holder.as_mut() {
+                        pending.extend(h.handle(now, HolderEvent::Tick));
+                        if h.is_master() {
+                            if let Some(monitor) = &self.monitor {
+                                let report = monitor.report();
+                                pending.extend(h.handle(now, HolderEvent::Verdict {
+                                    verdict: report.verdict,
+                                    detail: report.detail,
+                                }));
+                            }
+                            self.refresh_garp_if_due(now, &mut last_garp);
+                        }
+                    }
+                    if shutting_down_since.is_none() {
+                        self.run_decider(now, &state, &mut decider, &events_tx);
+                        if let Some(h) = holder.as_ref() {
+                            self.report_readiness(now, &state, h, &mut not_ready_since, &mut health_in_flight, &events_tx);
+                        }
+                    }
+                    if now.since(last_status) >= STATUS_EVERY.as_millis() as u64 {
+                        last_status = now;
+                        self.publish_status(now, &state, holder.as_ref());
+                    }
+                }
+            }
+        }
+        if let Some((task, _)) = pipeline {
+            task.abort();
+        }
+        let now = self.clock.now();
+        self.publish_status(now, &state, holder.as_ref());
+    }
+
+    fn execute(
+        &self,
+        action: HolderAction,
+        events: &mpsc::UnboundedSender<Event>,
+        pipeline: &mut Option<(JoinHandle<()>, PipelineKind)>,
+        releases_in_flight: &mut usize,
+    ) {
+        let me = self.config.me().id;
+        let lease_ms = self.config.cluster.timing().lease.lease_ms;
+        match action {
+            HolderAction::ProposeRenewal { epoch, started } => {
+                let consensus = self.consensus.clone();
+                let events = events.clone();
+                tokio::spawn(async move {
+                    let result = consensus
+                        .propose(
+                            Command::Renew { node: me, epoch },
+                            Duration::from_millis(lease_ms),
+                        )
+                        .await;
+                    let outcome = match result {
+                        Ok(Ok(())) => RenewalOutcome::Confirmed,
+                        Ok(Err(rejection)) => {
+                            tracing::warn!(epoch, %rejection, "renewal rejected");
+                            RenewalOutcome::Rejected
+                        }
+                        Err(error) => {
+                            tracing::debug!(epoch, %error, "renewal did not commit");
+                            RenewalOutcome::Failed
+                        }
+                    };
+                    let _ = events.send(Event::Holder(HolderEvent::RenewalFinished {
+                        epoch,
+                        started,
+                        outcome,
+                    }));
+                });
+            }
+            HolderAction::StartPromotion { epoch } => {
+                tracing::info!(epoch, "promotion started");
+                if let Some((task, _)) = pipeline.take() {
+                    task.abort();
+                }
+                let drivers = self.drivers.clone();
+                let monitor = self.monitor.clone();
+                let consensus = self.consensus.clone();
+                let events = events.clone();
+                let task = tokio::spawn(async move {
+                    let outcome = pipelines::promote(&drivers, monitor.as_ref(), epoch).await;
+                    let result = match &outcome.error {
+                        None => {
+                            tracing::info!(
+                                epoch,
+                                total_ms = outcome.total_ms,
+                                "promotion complete: this node is master"
+                            );
+                            Ok(())
+                        }
+                        Some(error) => {
+                            tracing::error!(epoch, %error, "promotion failed: rolling back");
+                            Err(error.clone())
+                        }
+                    };
+                    record_promotion(consensus, me, epoch, outcome);
+                    let _ = events.send(Event::Holder(HolderEvent::PromotionFinished {
+                        epoch,
+                        result,
+                    }));
+                });
+                *pipeline = Some((task, PipelineKind::Promotion { epoch }));
+            }
+            HolderAction::StartDemotion {
+                epoch,
+                urgent,
+                reason,
+            } => {
+                if urgent {
+                    tracing::warn!(epoch, %reason, "fencing: urgent demotion");
+                } else {
+                    tracing::info!(epoch, %reason, "demotion started");
+                }
+                if let Some((task, kind)) = pipeline.take() {
+                    task.abort();
+                    if let PipelineKind::Promotion { epoch } = kind {
+                        record_promotion(
+                            self.consensus.clone(),
+                            me,
+                            epoch,
+                            PromotionOutcome {
+                                ok: false,
+                                total_ms: 0,
+                                steps: Vec::new(),
+                                error: Some(format!("promotion abandoned: {reason}")),
+                            },
+                        );
+                    }
+                }
+                let drivers = self.drivers.clone();
+                let events = events.clone();
+                let task = tokio::spawn(async move {
+                    let steps = pipelines::demote(&drivers, urgent).await;
+                    // Demotion must leave nothing held; check with the
+                    // drivers and try once more if something is left.
+                    let holdings = drivers.observe().await;
+                    if holdings.holds_anything() {
+                        tracing::error!(?holdings, "still holding after demotion: retrying");
+                        pipelines::demote(&drivers, true).await;
+                    }
+                    let failed: Vec<_> = steps
+                        .iter()
+                        .filter(|s| !s.ok)
+                        .map(|s| s.name.clone())
+                        .collect();
+                    tracing::info!(epoch, ?failed, "demotion finished");
+                    let _ = events.send(Event::Holder(HolderEvent::DemotionFinished { epoch }));
+                });
+                *pipeline = Some((task, PipelineKind::Demotion));
+            }
+            HolderAction::ProposeRelease { epoch, reason } => {
+                tracing::info!(epoch, reason = %reason.describe(), "releasing the role");
+                *releases_in_flight += 1;
+                let consensus = self.consensus.clone();
+                let events = events.clone();
+                let at_unix_ms = self.clock.unix_ms();
+                tokio::spawn(async move {
+                    let command = Command::Release {
+                        node: me,
+                        epoch,
+                        reason,
+                        at_unix_ms,
+                    };
+                    match propose_with_retries(&consensus, command, 20, Duration::from_millis(100))
+                        .await
+                    {
+                        Some(Ok(())) => {}
+                        Some(Err(rejection)) => {
+                            tracing::info!(epoch, %rejection, "release not needed")
+                        }
+                        None => tracing::error!(
+                            epoch,
+                            "release never committed; the decider will wait out the lease"
+                        ),
+                    }
+                    let _ = events.send(Event::ReleaseDone);
+                });
+            }
+            HolderAction::LeaseEndedWhileHolding { epoch } => {
+                tracing::error!(
+                    epoch,
+                    "SPLIT-BRAIN RISK: the lease ended while this node still held resources (demotion too slow)"
+                );
+            }
+        }
+    }
+
+    fn refresh_garp_if_due(&self, now: Millis, last_garp: &mut Millis) {
+        let Some(section) = &self.config.floating_ip else {
+            return;
+        };
+        if section.garp_refresh_ms == 0 || now.since(*last_garp) < section.garp_refresh_ms {
+            return;
+        }
+        *last_garp = now;
+        if let Some(fip) = self.drivers.floating_ip.clone() {
+            tokio::spawn(async move {
+                if let Err(error) = fip.refresh().await {
+                    tracing::warn!(%error, "gratuitous ARP refresh failed");
+                }
+            });
+        }
+    }
+
+    /// Which members the leader heard from lately: a follower that
+    /// acknowledged within the window counts as alive; this node always does.
+    /// Empty when this node is not the leader (only the leader knows).
+    fn reachability(&self) -> BTreeMap<u64, bool> {
+        let me = self.config.me().id;
+        if !self.consensus.leadership().is_me {
+            return BTreeMap::new();
+        }
+        let timing = self.config.cluster.timing();
+        let window =
+            Duration::from_millis((timing.election_timeout_max_ms * 2).max(timing.lease.lease_ms));
+        let ages = self.consensus.follower_ack_ages();
+        self.config
+            .members
+            .iter()
+            .map(|m| {
+                let alive = m.id == me
+                    || ages
+                        .get(&m.id)
+                        .copied()
+                        .flatten()
+                        .is_some_and(|age| age <= window);
+                (m.id, alive)
+            })
+            .collect()
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        let reachable = self.reachability();
+        self.config
+            .members
+            .iter()
+            .filter(|m| m.role == MemberRole::Mail)
+            .map(|m| Candidate {
+                node: m.id,
+                priority: m.priority,
+                reachable: reachable.get(&m.id).copied().unwrap_or(false),
+            })
+            .collect()
+    }
+
+    fn run_decider(
+        &self,
+        now: Millis,
+        state: &Arc<ClusterState>,
+        decider: &mut DeciderClock,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        if decider.leader_since.is_none() {
+            return;
+        }
+        if decider.assign_in_flight {
+            return;
+        }
+        let candidates = self.candidates();
+        let view = DeciderView {
+            now,
+            last_progress_seen: decider.last_progress_seen,
+            candidates: &candidates,
+            timing: self.config.cluster.timing().lease,
+            now_unix_ms: self.clock.unix_ms(),
+        };
+        if let Decision::Assign(command) = decide(state, &view) {
+            decider.assign_in_flight = true;
+            tracing::info!(?command, "decider assigns the master role");
+            let consensus = self.consensus.clone();
+            let events = events.clone();
+            tokio::spawn(async move {
+                match consensus.propose(command, Duration::from_secs(1)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(rejection @ Rejection::StateMoved { .. })) => {
+                        tracing::info!(%rejection, "assignment superseded; deciding again");
+                    }
+                    Ok(Err(rejection)) => tracing::warn!(%rejection, "assignment rejected"),
+                    Err(error) => tracing::warn!(%error, "assignment did not commit"),
+                }
+                let _ = events.send(Event::AssignDone);
+            });
+        }
+    }
+
+    /// A node marked not ready after a failure offers itself again once it
+    /// has been a quiet backup for the cooldown.
+    fn report_readiness(
+        &self,
+        now: Millis,
+        state: &ClusterState,
+        holder: &Holder,
+        not_ready_since: &mut Option<Millis>,
+        health_in_flight: &mut bool,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        let me = self.config.me().id;
+        if state.is_ready(me) || *holder.phase() != mailherd_core::Phase::Backup {
+            *not_ready_since = None;
+            return;
+        }
+        let since = *not_ready_since.get_or_insert(now);
+        let cooldown = self.config.cluster.timing().fault_cooldown_ms;
+        if *health_in_flight || now.since(since) < cooldown {
+            return;
+        }
+        *health_in_flight = true;
+        let consensus = self.consensus.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            let command = Command::Health {
+                node: me,
+                health: NodeHealth {
+                    ready: true,
+                    detail: format!("ready again after a {cooldown} ms cooldown"),
+                },
+            };
+            if let Err(error) = consensus.propose(command, Duration::from_secs(1)).await {
+                tracing::warn!(%error, "could not report readiness");
+            }
+            let _ = events.send(Event::HealthDone);
+        });
+    }
+
+    fn publish_status(&self, now: Millis, state: &ClusterState, holder: Option<&Holder>) {
+        let me = self.config.me();
+        let name_of = |id: u64| {
+            self.config
+                .member_by_id(id)
+                .map(|m| m.name.clone())
+                .unwrap_or_else(|| format!("#{id}"))
+        };
+        let role = match holder {
+            None => "witness",
+            Some(h) if h.is_master() => "master",
+            Some(_) if !state.is_ready(me.id) => "fault",
+            Some(_) => "backup",
+        };
+        let leadership = self.consensus.leadership();
+        let reachable = self.reachability();
+        let members = self
+            .config
+            .members
+            .iter()
+            .map(|m| MemberStatus {
+                id: m.id,
+                name: m.name.clone(),
+                kind: match m.role {
+                    MemberRole::Mail => "mail".into(),
+                    MemberRole::Witness => "witness".into(),
+                },
+                priority: m.priority,
+                ready: state.is_ready(m.id),
+                detail: state
+                    .health
+                    .get(&m.id)
+                    .map(|h| h.detail.clone())
+                    .unwrap_or_default(),
+                reachable: reachable.get(&m.id).copied(),
+                api: m.api.to_string(),
+            })
+            .collect();
+        let history = state
+            .history
+            .iter()
+            .rev()
+            .take(STATUS_HISTORY)
+            .rev()
+            .map(|r| HistoryEntry {
+                epoch: r.epoch,
+                from: r.from.map(name_of),
+                to: name_of(r.to),
+                reason: r.reason.clone(),
+                assigned_at_unix_ms: r.assigned_at_unix_ms,
+                outcome: r.outcome.clone(),
+            })
+            .collect();
+        let document = StatusDocument {
+            cluster: self.config.cluster.name.clone(),
+            node: me.name.clone(),
+            id: me.id,
+            role: role.into(),
+            phase: holder.map(|h| h.phase().name()).unwrap_or("witness").into(),
+            epoch: state.epoch,
+            assignment: state.assignment.map(|a| AssignmentStatus {
+                node: name_of(a.node),
+                id: a.node,
+                epoch: a.epoch,
+            }),
+            renewals: state.renewals,
+            leader: leadership.leader.map(|id| LeaderStatus {
+                id,
+                name: name_of(id),
+                term: leadership.term,
+            }),
+            lease_remaining_ms: holder
+                .filter(|h| h.phase().holding_epoch().is_some())
+                .and_then(|h| h.lease_end())
+                .map(|end| end.since(now)),
+            verdict: self.monitor.as_ref().map(|m| m.report()),
+            members,
+            history,
+            updated_unix_ms: self.clock.unix_ms(),
+        };
+        self.status_tx.send_replace(document);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PipelineKind {
+    Promotion { epoch: u64 },
+    Demotion,
+}
+
+/// Records a promotion's outcome in the replicated history. Retried a few
+/// times; a failure is logged (the failover itself does not depend on it).
+fn record_promotion(consensus: Consensus, me: u64, epoch: u64, outcome: PromotionOutcome) {
+    tokio::spawn(async move {
+        let command = Command::RecordPromotion {
+            node: me,
+            epoch,
+            outcome,
+        };
+        if propose_with_retries(&consensus, command, 5, Duration::from_millis(200))
+            .await
+            .is_none()
+        {
+            tracing::warn!(epoch, "could not record the promotion outcome");
+        }
+    });
+}
+
+/// Proposes `command` until it commits (whatever the state machine said)
+/// or `attempts` one-second tries have failed; `None` in that case.
+async fn propose_with_retries(
+    consensus: &Consensus,
+    command: Command,
+    attempts: u32,
+    pause: Duration,
+) -> Option<mailherd_core::CommandResult> {
+    for attempt in 1..=attempts {
+        match consensus
+            .propose(command.clone(), Duration::from_secs(1))
+            .await
+        {
+            Ok(result) => return Some(result),
+            Err(error) => {
+                tracing::warn!(attempt, attempts, %error, "proposal did not commit; retrying");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+    None
+}

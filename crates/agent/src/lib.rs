@@ -1,0 +1,128 @@
+//! The mailherd agent: one per node.
+//!
+//! [`run`] wires the parts together and returns when `shutdown` resolves
+//! and the node has let go of everything it held.
+//!
+//! # Layout
+//! - [`clock`]: the agent's monotonic clock in [`mailherd_core::Millis`].
+//! - [`control`]: the control loop. It owns the pure [`mailherd_core::Holder`]
+//!   and runs the decider while this node is Raft leader; it turns their
+//!   actions into proposals and pipeline runs and feeds the results back.
+//! - [`pipelines`]: executes promotion and demotion plans with the drivers,
+//!   each step with a timeout and a recorded outcome.
+//! - [`monitor`]: the check worker: probes on their intervals, rise/fall,
+//!   the stack verdict.
+//! - [`api`]: the HTTP API (`/health`, `/status`, `/master`, `/backup`).
+//! - [`status`]: the status document shared by the API and the CLI.
+//!
+//! Tear-down order on shutdown: the control loop demotes and releases the
+//! role (so a backup takes over at once instead of waiting out the lease),
+//! then the HTTP servers stop, then consensus shuts down.
+
+pub mod api;
+pub mod clock;
+pub mod control;
+pub mod monitor;
+pub mod pipelines;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use mailherd_config::{Config, MemberRole};
+use mailherd_consensus::{Consensus, ConsensusConfig};
+use tokio::sync::watch;
+
+pub use status::StatusDocument;
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let me = config.me().clone();
+    let timing = config.cluster.timing();
+    let clock = clock::Clock::new();
+
+    let voters: BTreeMap<u64, std::net::SocketAddr> =
+        config.members.iter().map(|m| (m.id, m.peer)).collect();
+    let consensus = Consensus::open(ConsensusConfig {
+        node_id: me.id,
+        voters,
+        data_dir: config.node.data_dir.join("raft"),
+        heartbeat_interval_ms: timing.heartbeat_interval_ms,
+        election_timeout_min_ms: timing.election_timeout_min_ms,
+        election_timeout_max_ms: timing.election_timeout_max_ms,
+    })
+    .await
+    .context("opening the consensus store")?;
+
+    let peer_listener = tokio::net::TcpListener::bind(config.api.peer_listen)
+        .await
+        .with_context(|| format!("binding the peer endpoint on {}", config.api.peer_listen))?;
+    let api_listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding the HTTP API on {}", config.api.listen))?;
+
+    let (servers_stop_tx, servers_stop_rx) = watch::channel(false);
+    let peer_server = {
+        let router = consensus.peer_router();
+        let mut stop = servers_stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(peer_listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
+
+    consensus
+        .initialize_if_new()
+        .await
+        .context("initialising the Raft cluster")?;
+
+    let drivers = pipelines::Drivers::from_config(&config).context("setting up the drivers")?;
+    let (status_tx, status_rx) = watch::channel(StatusDocument::starting(&config));
+    let monitor = if me.role == MemberRole::Mail {
+        Some(monitor::Monitor::start(&config.checks))
+    } else {
+        None
+    };
+
+    let api_server = {
+        let router = api::router(api::ApiState {
+            status: status_rx.clone(),
+            drivers: drivers.clone(),
+        });
+        let mut stop = servers_stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(api_listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
+
+    tracing::info!(node = %me.name, id = me.id, role = ?me.role, "agent started");
+    let control = control::Control::new(
+        config.clone(),
+        consensus.clone(),
+        drivers,
+        monitor,
+        clock,
+        status_tx,
+    );
+    control.run(shutdown).await;
+
+    let _ = servers_stop_tx.send(true);
+    let _ = api_server.await;
+    let _ = peer_server.await;
+    consensus.shutdown().await;
+    tracing::info!(node = %me.name, "agent stopped");
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! Executes promotion and demotion plans (from [`mailherd_core::pipeline`])
+//! with the drivers: stages in order, the steps of a stage in parallel, each
+//! step under its own timeout, every outcome recorded.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use mailherd_config::{Config, MemberRole};
+use mailherd_core::pipeline::{demotion_plan, promotion_plan, Recorder, Resources, Step};
+use mailherd_core::state::{PromotionOutcome, StepRecord};
+use mailherd_core::Epoch;
+use mailherd_drivers::{FloatingIp, Services, Volume};
+use serde::Serialize;
+
+use crate::monitor::Monitor;
+
+/// Timeouts of the pipeline steps that the config does not set per driver.
+const ADDRESS_STEP_TIMEOUT: Duration = Duration::from_secs(5);
+const MOUNT_STEP_TIMEOUT: Duration = Duration::from_secs(15);
+const CLAIM_STEP_TIMEOUT: Duration = Duration::from_secs(5);
+const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(5);
+/// In an urgent demotion the lease is about to end: no graceful stop.
+const URGENT_STOP_TIMEOUT: Duration = Duration::from_millis(20);
+const URGENT_UNMOUNT_TIMEOUT: Duration = Duration::from_millis(30);
+
+/// The node's drivers, shared by pipelines, the API and the reconciling
+/// checks in the control loop.
+#[derive(Clone)]
+pub struct Drivers {
+    pub floating_ip: Option<Arc<dyn FloatingIp>>,
+    pub volumes: Vec<(String, Arc<dyn Volume>, Duration)>,
+    pub services: Option<Arc<dyn Services>>,
+    pub start_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub has_checks: bool,
+}
+
+impl Drivers {
+    pub fn from_config(config: &Config) -> Result<Drivers, mailherd_drivers::DriverError> {
+        if config.me().role == MemberRole::Witness {
+            return Ok(Drivers::none());
+        }
+        let floating_ip = match &config.floating_ip {
+            Some(section) => Some(Arc::from(mailherd_drivers::floating_ip_from_config(
+                section,
+            )?)),
+            None => None,
+        };
+        let mut volumes = Vec::new();
+        for section in &config.volumes {
+            let driver: Arc<dyn Volume> = Arc::from(mailherd_drivers::volume_from_config(section)?);
+            volumes.push((
+                section.name.clone(),
+                driver,
+                Duration::from_millis(section.device_wait_ms),
+            ));
+        }
+        let (services, start_timeout, stop_timeout) = match &config.services {
+            Some(section) => (
+                Some(Arc::from(mailherd_drivers::services_from_config(section)?)),
+                Duration::from_millis(section.start_timeout_ms),
+                Duration::from_millis(section.stop_timeout_ms),
+            ),
+            None => (None, Duration::from_secs(30), Duration::from_secs(10)),
+        };
+        Ok(Drivers {
+            floating_ip,
+            volumes,
+            services,
+            start_timeout,
+            stop_timeout,
+            has_checks: !config.checks.is_empty(),
+        })
+    }
+
+    pub fn none() -> Drivers {
+        Drivers {
+            floating_ip: None,
+            volumes: Vec::new(),
+            services: None,
+            start_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(10),
+            has_checks: false,
+        }
+    }
+
+    pub fn resources(&self) -> Resources {
+        Resources {
+            address: self.floating_ip.is_some(),
+            volumes: self
+                .volumes
+                .iter()
+                .map(|(name, _, _)| name.clone())
+                .collect(),
+            services: self.services.is_some(),
+            checks: self.has_checks,
+        }
+    }
+
+    fn volume(&self, name: &str) -> Option<&(String, Arc<dyn Volume>, Duration)> {
+        self.volumes.iter().find(|(n, _, _)| n == name)
+    }
+
+    /// What the host holds right now, read from the drivers.
+    pub async fn observe(&self) -> Holdings {
+        let address = match &self.floating_ip {
+            Some(fip) => Some(fip.is_held().await.map_err(|e| e.to_string())),
+            None => None,
+        };
+        let mut volumes = BTreeMap::new();
+        for (name, volume, _) in &self.volumes {
+            volumes.insert(
+                name.clone(),
+                volume.is_mounted().await.map_err(|e| e.to_string()),
+            );
+        }
+        let services = match &self.services {
+            Some(services) => Some(services.is_running().await.map_err(|e| e.to_string())),
+            None => None,
+        };
+        Holdings {
+            address,
+            volumes,
+            services,
+        }
+    }
+}
+
+/// What the host holds, as read from the drivers (errors as text).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Holdings {
+    pub address: Option<Result<bool, String>>,
+    pub volumes: BTreeMap<String, Result<bool, String>>,
+    pub services: Option<Result<bool, String>>,
+}
+
+impl Holdings {
+    /// Whether anything is certainly held.
+    pub fn holds_anything(&self) -> bool {
+        matches!(self.address, Some(Ok(true)))
+            || self.volumes.values().any(|v| matches!(v, Ok(true)))
+            || matches!(self.services, Some(Ok(true)))
+    }
+}
+
+async fn with_timeout<F>(what: &str, timeout: Duration, future: F) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), mailherd_drivers::DriverError>>,
+{
+    match tokio::time::timeout(timeout, future).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("{what} timed out after {} ms", timeout.as_millis())),
+    }
+}
+
+async fn run_promotion_step(
+    drivers: &Drivers,
+    monitor: Option<&Monitor>,
+    epoch: Epoch,
+    step: &Step,
+) -> Result<(), String> {
+    match step {
+        Step::AcquireAddress => match &drivers.floating_ip {
+            Some(fip) => {
+                with_timeout(
+                    "acquiring the floating IP",
+                    ADDRESS_STEP_TIMEOUT,
+                    fip.acquire(),
+                )
+                .await
+            }
+            None => Ok(()),
+        },
+        Step::AttachVolume { volume } => match drivers.volume(volume) {
+            Some((_, driver, wait)) => {
+                with_timeout(
+                    "attaching the volume",
+                    *wait + Duration::from_secs(1),
+                    driver.attach(*wait),
+                )
+                .await
+            }
+            None => Err(format!("unknown volume {volume}")),
+        },
+        Step::MountVolume { volume } => match drivers.volume(volume) {
+            Some((_, driver, _)) => {
+                with_timeout("mounting", MOUNT_STEP_TIMEOUT, driver.mount()).await
+            }
+            None => Err(format!("unknown volume {volume}")),
+        },
+        Step::ClaimEpoch { volume } => match drivers.volume(volume) {
+            Some((_, driver, _)) => {
+                with_timeout(
+                    "claiming the epoch",
+                    CLAIM_STEP_TIMEOUT,
+                    driver.claim_epoch(epoch),
+                )
+                .await
+            }
+            None => Err(format!("unknown volume {volume}")),
+        },
+        Step::StartServices => match &drivers.services {
+            Some(services) => {
+                if let Some(monitor) = monitor {
+                    monitor.reset();
+                }
+                with_timeout(
+                    "starting the services",
+                    drivers.start_timeout + Duration::from_secs(1),
+                    services.start(drivers.start_timeout),
+                )
+                .await
+            }
+            None => Ok(()),
+        },
+        Step::WaitChecks => match monitor {
+            Some(monitor) => monitor.wait_critical_up(drivers.start_timeout).await,
+            None => Ok(()),
+        },
+        other => Err(format!("{} is not a promotion step", other.name())),
+    }
+}
+
+/// Runs the promotion pipeline for `epoch`. Stops at the first failed stage;
+/// the caller then demotes (which undoes whatever was done).
+pub async fn promote(
+    drivers: &Drivers,
+    monitor: Option<&Monitor>,
+    epoch: Epoch,
+) -> PromotionOutcome {
+    let started = Instant::now();
+    let mut recorder = Recorder::default();
+    for stage in promotion_plan(&drivers.resources()) {
+        let results = join_all(stage.iter().map(|step| async move {
+            let step_started = Instant::now();
+            let result = run_promotion_step(drivers, monitor, epoch, step).await;
+            (step, step_started.elapsed().as_millis() as u64, result)
+        }))
+        .await;
+        for (step, duration_ms, result) in &results {
+            if let Err(error) = result {
+                tracing::warn!(step = %step.name(), %error, "promotion step failed");
+            } else {
+                tracing::info!(step = %step.name(), duration_ms, "promotion step done");
+            }
+            recorder.record(step, *duration_ms, result);
+        }
+        if recorder.first_error().is_some() {
+            break;
+        }
+    }
+    recorder.finish(started.elapsed().as_millis() as u64)
+}
+
+async fn run_demotion_step(drivers: &Drivers, urgent: bool, step: &Step) -> Result<(), String> {
+    match step {
+        Step::StopServices => match &drivers.services {
+            Some(services) => {
+                let timeout = if urgent {
+                    URGENT_STOP_TIMEOUT
+                } else {
+                    drivers.stop_timeout
+                };
+                // The driver falls back to its kill command when the stop
+                // command does not finish in time; the outer bound leaves it
+                // room to do so.
+                with_timeout(
+                    "stopping the services",
+                    timeout + Duration::from_secs(5),
+                    services.stop(timeout),
+                )
+                .await
+            }
+            None => Ok(()),
+        },
+        Step::UnmountVolume { volume } => match drivers.volume(volume) {
+            Some((_, driver, _)) => {
+                let timeout = if urgent {
+                    URGENT_UNMOUNT_TIMEOUT
+                } else {
+                    UNMOUNT_TIMEOUT
+                };
+                with_timeout(
+                    "unmounting",
+                    timeout + Duration::from_secs(2),
+                    driver.unmount(timeout),
+                )
+                .await
+            }
+            None => Err(format!("unknown volume {volume}")),
+        },
+        Step::ReleaseAddress => match &drivers.floating_ip {
+            Some(fip) => {
+                with_timeout(
+                    "releasing the floating IP",
+                    ADDRESS_STEP_TIMEOUT,
+                    fip.release(),
+                )
+                .await
+            }
+            None => Ok(()),
+        },
+        other => Err(format!("{} is not a demotion step", other.name())),
+    }
+}
+
+/// Runs the demotion pipeline to the end (every step is tried even if an
+/// earlier one failed) and returns what each step did.
+pub async fn demote(drivers: &Drivers, urgent: bool) -> Vec<StepRecord> {
+    let mut recorder = Recorder::default();
+    for stage in demotion_plan(&drivers.resources(), urgent) {
+        let results = join_all(stage.iter().map(|step| async move {
+            let step_started = Instant::now();
+            let result = run_demotion_step(drivers, urgent, step).await;
+            (step, step_started.elapsed().as_millis() as u64, result)
+        }))
+        .await;
+        for (step, duration_ms, result) in &results {
+            if let Err(error) = result {
+                tracing::error!(step = %step.name(), %error, urgent, "demotion step failed");
+            }
+            recorder.record(step, *duration_ms, result);
+        }
+    }
+    recorder.finish(0).steps
+}

@@ -1,0 +1,99 @@
+//! The status document: what this node knows about the cluster, served as
+//! `GET /status` and printed by `mailherd status`.
+
+use serde::{Deserialize, Serialize};
+
+use mailherd_config::{Config, MemberRole};
+
+/// One member as this node sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub name: String,
+    /// `mail` or `witness`.
+    pub kind: String,
+    pub priority: u32,
+    /// Ready to be assigned the role (from the replicated health reports).
+    pub ready: bool,
+    pub detail: String,
+    /// Only known on the Raft leader: whether it heard from the member lately.
+    pub reachable: Option<bool>,
+    pub api: String,
+}
+
+/// One entry of the failover history, with node names resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub epoch: u64,
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
+    pub assigned_at_unix_ms: u64,
+    pub outcome: Option<mailherd_core::state::PromotionOutcome>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssignmentStatus {
+    pub node: String,
+    pub id: u64,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaderStatus {
+    pub id: u64,
+    pub name: String,
+    pub term: u64,
+}
+
+/// The whole document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusDocument {
+    pub cluster: String,
+    pub node: String,
+    pub id: u64,
+    /// `master`, `backup`, `witness` or `fault`.
+    pub role: String,
+    /// The holder's phase: backup, acquiring, promoting, master, demoting.
+    pub phase: String,
+    /// Highest epoch assigned in the cluster.
+    pub epoch: u64,
+    pub assignment: Option<AssignmentStatus>,
+    pub renewals: u64,
+    pub leader: Option<LeaderStatus>,
+    /// How long this node's lease still runs (only while it holds the role).
+    pub lease_remaining_ms: Option<u64>,
+    /// The stack verdict and every check (mail nodes only).
+    pub verdict: Option<crate::monitor::MonitorReport>,
+    pub members: Vec<MemberStatus>,
+    /// Most recent assignments, newest last.
+    pub history: Vec<HistoryEntry>,
+    pub updated_unix_ms: u64,
+}
+
+impl StatusDocument {
+    /// The document before the control loop has run once.
+    pub fn starting(config: &Config) -> StatusDocument {
+        let me = config.me();
+        StatusDocument {
+            cluster: config.cluster.name.clone(),
+            node: me.name.clone(),
+            id: me.id,
+            role: if me.role == MemberRole::Witness {
+                "witness".into()
+            } else {
+                "backup".into()
+            },
+            phase: "starting".into(),
+            epoch: 0,
+            assignment: None,
+            renewals: 0,
+            leader: None,
+            lease_remaining_ms: None,
+            verdict: None,
+            members: Vec::new(),
+            history: Vec::new(),
+            updated_unix_ms: 0,
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Config validation, table-driven: each case breaks the example config in
+//! one way and names the line and key the operator must look at.
+
+use std::path::Path;
+
+use mailherd_config::Config;
+
+const EXAMPLE: &str = include_str!("../../../examples/mailherd.toml");
+
+fn parse(text: &str) -> Result<Config, mailherd_config::Problems> {
+    Config::parse(Path::new("node.toml"), text)
+}
+
+/// Applies `edit` (from → to) to the example and expects a problem at
+/// `line` about `key` whose message contains `needle`.
+fn check(from: &str, to: &str, line: usize, key: &str, needle: &str) {
+    assert!(EXAMPLE.contains(from), "the example lacks {from:?}");
+    let text = EXAMPLE.replacen(from, to, 1);
+    let problems = parse(&text).expect_err("the broken config must be rejected");
+    let found = problems
+        .0
+        .iter()
+        .find(|p| p.key == key)
+        .unwrap_or_else(|| panic!("no problem for key {key}; got:\n{problems}"));
+    assert_eq!(found.line, Some(line), "line of {key}; got:\n{problems}");
+    assert!(
+        found.message.contains(needle),
+        "message {:?} lacks {needle:?}",
+        found.message
+    );
+    assert!(found
+        .to_string()
+        .starts_with(&format!("node.toml:{line}: {key}: ")));
+}
+
+#[test]
+fn the_example_is_valid() {
+    let config = parse(EXAMPLE).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(config.me().id, 1);
+    assert_eq!(config.cluster.timing().lease.lease_ms, 500);
+}
+
+#[test]
+fn broken_configs_name_file_line_and_key() {
+    check(
+        "name = \"n1\"\ndata_dir",
+        "name = \"n9\"\ndata_dir",
+        6,
+        "node.name",
+        "not among the members",
+    );
+    check(
+        "id = 2",
+        "id = 1",
+        22,
+        "members[1].id",
+        "already used by members[0]",
+    );
+    check(
+        "192.0.2.100/24",
+        "192.0.2.100",
+        39,
+        "floating_ip.address",
+        "prefix length",
+    );
+    check(
+        "mount_point = \"/srv/mail\"",
+        "mount_point = \"srv/mail\"",
+        46,
+        "volumes[0].mount_point",
+        "absolute",
+    );
+    check(
+        "timing = \"fast\"        # or",
+        "lease_ms = 500\nrenew_interval_ms = 400\n# or",
+        11,
+        "cluster.lease_ms",
+        "renew_interval_ms",
+    );
+    check(
+        "start = [\"/bin/sh\", \"-c\", \"postfix start && dovecot\"]",
+        "start = []",
+        50,
+        "services.start",
+        "argv",
+    );
+}
+
+#[test]
+fn syntax_and_type_errors_name_the_key() {
+    let text = EXAMPLE.replacen("id = 3", "id = \"three\"", 1);
+    let problems = parse(&text).unwrap_err();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems.0[0].key, "members[2].id");
+    assert_eq!(problems.0[0].line, Some(28));
+
+    let text = EXAMPLE.replacen("[api]", "[api]\nlisten_typo = 1", 1);
+    let problems = parse(&text).unwrap_err();
+    assert!(problems.0[0].message.contains("listen_typo"), "{problems}");
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = EXAMPLE.replacen("id = 2", "id = 1", 1).replacen(
+        "interface = \"eth0\"",
+        "interface = \"\"",
+        1,
+    );
+    let problems = parse(&text).unwrap_err();
+    assert!(problems.len() >= 2, "{problems}");
+}
+
+#[test]
+fn a_witness_must_not_hold_resources() {
+    let text = EXAMPLE.replacen("id = 1\n", "id = 1\nrole = \"witness\"\n", 1);
+    let problems = parse(&text).unwrap_err();
+    assert!(
+        problems
+            .0
+            .iter()
+            .any(|p| p.key == "floating_ip" && p.message.contains("witness")),
+        "{problems}"
+    );
+}

@@ -1,0 +1,423 @@
+//! The replicated cluster state and the commands that change it.
+//!
+//! This is the Raft state machine: [`ClusterState::apply`] is deterministic
+//! and total (every command yields a [`CommandResult`], a rejected command
+//! changes nothing). Wall-clock times inside commands are chosen by the
+//! proposer and only ever displayed; no decision in `apply` reads a clock.
+//!
+//! The fencing rules live in `apply`, not in the proposers:
+//! - `Assign` carries what the decider saw (`expected_epoch`,
+//!   `expected_renewals`). If any renewal or assignment was applied after the
+//!   decider looked, the assignment is rejected. That closes the window where
+//!   a renewal is committed but not yet applied on the decider when it
+//!   decides that the lease has expired.
+//! - `Renew` and `Release` only apply for the current holder and epoch, so a
+//!   stale master learns at once that it lost the role.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// A node's numeric id, the same as its Raft id.
+pub type NodeId = u64;
+
+/// A master assignment's number; strictly increasing over the cluster's life.
+pub type Epoch = u64;
+
+/// How many failover records the replicated state keeps.
+pub const HISTORY_LIMIT: usize = 100;
+
+/// Who may hold the master role, and under which epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub node: NodeId,
+    pub epoch: Epoch,
+}
+
+/// Why a master gave its role back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseReason {
+    /// The mail stack failed its critical checks.
+    ServiceFailed { detail: String },
+    /// The promotion pipeline failed and was rolled back.
+    PromotionFailed { detail: String },
+    /// The agent shut down cleanly.
+    Shutdown,
+    /// The agent restarted and found itself assigned without holding anything.
+    Restarted,
+}
+
+impl ReleaseReason {
+    /// Whether the releasing node should be kept out of the next assignment
+    /// until it reports itself ready again.
+    pub fn marks_fault(&self) -> bool {
+        matches!(
+            self,
+            ReleaseReason::ServiceFailed { .. } | ReleaseReason::PromotionFailed { .. }
+        )
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ReleaseReason::ServiceFailed { detail } => format!("service failed: {detail}"),
+            ReleaseReason::PromotionFailed { detail } => format!("promotion failed: {detail}"),
+            ReleaseReason::Shutdown => "agent shut down".to_string(),
+            ReleaseReason::Restarted => "agent restarted".to_string(),
+        }
+    }
+}
+
+/// What a node says about its own readiness to hold the role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    /// Eligible to be assigned the master role.
+    pub ready: bool,
+    /// Human-readable reason, shown in `status`.
+    pub detail: String,
+}
+
+/// One step of a promotion as recorded in the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub ok: bool,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+/// How a promotion ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionOutcome {
+    pub ok: bool,
+    pub total_ms: u64,
+    pub steps: Vec<StepRecord>,
+    pub error: Option<String>,
+}
+
+/// One assignment of the master role and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverRecord {
+    pub epoch: Epoch,
+    pub from: Option<NodeId>,
+    pub to: NodeId,
+    /// Why the previous holder lost the role (or "initial").
+    pub reason: String,
+    pub assigned_at_unix_ms: u64,
+    pub outcome: Option<PromotionOutcome>,
+}
+
+/// A change to the cluster state, proposed through Raft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// The decider gives the role to `node` for `epoch`, provided the state
+    /// is still what the decider based its decision on.
+    Assign {
+        node: NodeId,
+        epoch: Epoch,
+        expected_epoch: Epoch,
+        expected_renewals: u64,
+        reason: String,
+        at_unix_ms: u64,
+    },
+    /// The holder confirms its lease for `epoch`.
+    Renew { node: NodeId, epoch: Epoch },
+    /// The holder has let go of everything and gives the role back.
+    Release {
+        node: NodeId,
+        epoch: Epoch,
+        reason: ReleaseReason,
+        at_unix_ms: u64,
+    },
+    /// A node reports whether it is ready to be assigned the role.
+    Health { node: NodeId, health: NodeHealth },
+    /// The holder records how its promotion for `epoch` went.
+    RecordPromotion {
+        node: NodeId,
+        epoch: Epoch,
+        outcome: PromotionOutcome,
+    },
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Rejection {
+    #[error("state moved on since the decider looked (epoch {epoch}, renewals {renewals})")]
+    StateMoved { epoch: Epoch, renewals: u64 },
+    #[error("epoch {proposed} is not the next epoch after {current}")]
+    EpochNotNext { proposed: Epoch, current: Epoch },
+    #[error("node {node} does not hold epoch {epoch} (holder: {holder:?})")]
+    NotHolder {
+        node: NodeId,
+        epoch: Epoch,
+        holder: Option<Assignment>,
+    },
+    #[error("no failover record for epoch {epoch}")]
+    UnknownEpoch { epoch: Epoch },
+}
+
+/// What applying a command did.
+pub type CommandResult = Result<(), Rejection>;
+
+/// The state every voter replicates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// The highest epoch ever assigned.
+    pub epoch: Epoch,
+    /// Who may hold the role now; `None` after a release or before the first
+    /// assignment.
+    pub assignment: Option<Assignment>,
+    /// How many renewals were accepted, over the cluster's life. The decider
+    /// compares it to detect progress it has not yet accounted for.
+    pub renewals: u64,
+    /// Readiness as reported by each node.
+    pub health: BTreeMap<NodeId, NodeHealth>,
+    /// The most recent assignments, oldest first, at most [`HISTORY_LIMIT`].
+    pub history: VecDeque<FailoverRecord>,
+}
+
+impl ClusterState {
+    /// Applies one command. Deterministic: the same state and command give
+    /// the same result on every node.
+    pub fn apply(&mut self, command: &Command) -> CommandResult {
+        match command {
+            Command::Assign {
+                node,
+                epoch,
+                expected_epoch,
+                expected_renewals,
+                reason,
+                at_unix_ms,
+            } => {
+                if *expected_epoch != self.epoch || *expected_renewals != self.renewals {
+                    return Err(Rejection::StateMoved {
+                        epoch: self.epoch,
+                        renewals: self.renewals,
+                    });
+                }
+                if *epoch != self.epoch + 1 {
+                    return Err(Rejection::EpochNotNext {
+                        proposed: *epoch,
+                        current: self.epoch,
+                    });
+                }
+                let from = self
+                    .assignment
+                    .map(|a| a.node)
+                    .or_else(|| self.history.back().map(|record| record.to));
+                self.epoch = *epoch;
+                self.assignment = Some(Assignment {
+                    node: *node,
+                    epoch: *epoch,
+                });
+                self.push_history(FailoverRecord {
+                    epoch: *epoch,
+                    from,
+                    to: *node,
+                    reason: reason.clone(),
+                    assigned_at_unix_ms: *at_unix_ms,
+                    outcome: None,
+                });
+                Ok(())
+            }
+            Command::Renew { node, epoch } => {
+                self.check_holder(*node, *epoch)?;
+                self.renewals += 1;
+                Ok(())
+            }
+            Command::Release {
+                node,
+                epoch,
+                reason,
+                at_unix_ms: _,
+            } => {
+                self.check_holder(*node, *epoch)?;
+                self.assignment = None;
+                if reason.marks_fault() {
+                    self.health.insert(
+                        *node,
+                        NodeHealth {
+                            ready: false,
+                            detail: reason.describe(),
+                        },
+                    );
+                }
+                if let Some(record) = self.history.iter_mut().rev().find(|r| r.epoch == *epoch) {
+                    if record.outcome.is_none() {
+                        // A release before any recorded outcome means the
+                        // promotion never completed.
+                        record.outcome = Some(PromotionOutcome {
+                            ok: false,
+                            total_ms: 0,
+                            steps: Vec::new(),
+                            error: Some(reason.describe()),
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Command::Health { node, health } => {
+                self.health.insert(*node, health.clone());
+                Ok(())
+            }
+            Command::RecordPromotion {
+                node: _,
+                epoch,
+                outcome,
+            } => {
+                let record = self
+                    .history
+                    .iter_mut()
+                    .rev()
+                    .find(|r| r.epoch == *epoch)
+                    .ok_or(Rejection::UnknownEpoch { epoch: *epoch })?;
+                record.outcome = Some(outcome.clone());
+                Ok(())
+            }
+        }
+    }
+
+    fn check_holder(&self, node: NodeId, epoch: Epoch) -> Result<(), Rejection> {
+        match self.assignment {
+            Some(a) if a.node == node && a.epoch == epoch => Ok(()),
+            holder => Err(Rejection::NotHolder {
+                node,
+                epoch,
+                holder,
+            }),
+        }
+    }
+
+    fn push_history(&mut self, record: FailoverRecord) {
+        self.history.push_back(record);
+        while self.history.len() > HISTORY_LIMIT {
+            self.history.pop_front();
+        }
+    }
+
+    /// Whether `node` has said it is ready (nodes that never reported are
+    /// ready: a fresh cluster must be able to elect).
+    pub fn is_ready(&self, node: NodeId) -> bool {
+        self.health.get(&node).map(|h| h.ready).unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assign(
+        node: NodeId,
+        epoch: Epoch,
+        expected_epoch: Epoch,
+        expected_renewals: u64,
+    ) -> Command {
+        Command::Assign {
+            node,
+            epoch,
+            expected_epoch,
+            expected_renewals,
+            reason: "test".into(),
+            at_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn first_assignment_needs_epoch_one() {
+        let mut state = ClusterState::default();
+        assert_eq!(
+            state.apply(&assign(1, 2, 0, 0)),
+            Err(Rejection::EpochNotNext {
+                proposed: 2,
+                current: 0
+            })
+        );
+        assert_eq!(state.apply(&assign(1, 1, 0, 0)), Ok(()));
+        assert_eq!(state.assignment, Some(Assignment { node: 1, epoch: 1 }));
+        assert_eq!(state.history.len(), 1);
+    }
+
+    #[test]
+    fn renewal_after_decider_looked_rejects_the_assignment() {
+        let mut state = ClusterState::default();
+        state.apply(&assign(1, 1, 0, 0)).unwrap();
+        // The decider looked at renewals = 0 ...
+        state.apply(&Command::Renew { node: 1, epoch: 1 }).unwrap();
+        // ... but a renewal got in first: the reassignment must not apply.
+        assert_eq!(
+            state.apply(&assign(2, 2, 1, 0)),
+            Err(Rejection::StateMoved {
+                epoch: 1,
+                renewals: 1
+            })
+        );
+        assert_eq!(state.assignment, Some(Assignment { node: 1, epoch: 1 }));
+    }
+
+    #[test]
+    fn stale_holder_cannot_renew_or_release() {
+        let mut state = ClusterState::default();
+        state.apply(&assign(1, 1, 0, 0)).unwrap();
+        state.apply(&assign(2, 2, 1, 0)).unwrap();
+        assert!(matches!(
+            state.apply(&Command::Renew { node: 1, epoch: 1 }),
+            Err(Rejection::NotHolder { .. })
+        ));
+        let release = Command::Release {
+            node: 1,
+            epoch: 1,
+            reason: ReleaseReason::Shutdown,
+            at_unix_ms: 0,
+        };
+        assert!(state.apply(&release).is_err());
+        assert_eq!(state.assignment, Some(Assignment { node: 2, epoch: 2 }));
+    }
+
+    #[test]
+    fn release_for_service_failure_marks_the_node_not_ready() {
+        let mut state = ClusterState::default();
+        state.apply(&assign(1, 1, 0, 0)).unwrap();
+        state
+            .apply(&Command::Release {
+                node: 1,
+                epoch: 1,
+                reason: ReleaseReason::ServiceFailed {
+                    detail: "smtp down".into(),
+                },
+                at_unix_ms: 5,
+            })
+            .unwrap();
+        assert_eq!(state.assignment, None);
+        assert!(!state.is_ready(1));
+        assert!(state.is_ready(2));
+        assert_eq!(state.history[0].outcome.as_ref().map(|o| o.ok), Some(false));
+    }
+
+    #[test]
+    fn history_is_capped() {
+        let mut state = ClusterState::default();
+        for epoch in 1..=(HISTORY_LIMIT as u64 + 10) {
+            state
+                .apply(&assign(epoch % 3, epoch, epoch - 1, 0))
+                .unwrap();
+        }
+        assert_eq!(state.history.len(), HISTORY_LIMIT);
+        assert_eq!(state.history.front().unwrap().epoch, 11);
+    }
+
+    #[test]
+    fn commands_round_trip_through_json() {
+        let command = Command::Release {
+            node: 3,
+            epoch: 9,
+            reason: ReleaseReason::ServiceFailed {
+                detail: "imap".into(),
+            },
+            at_unix_ms: 42,
+        };
+        let text = serde_json::to_string(&command).unwrap();
+        assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), command);
+    }
+}

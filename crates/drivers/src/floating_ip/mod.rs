@@ -1,0 +1,50 @@
+//! Floating IP drivers: put the cluster's service address on the master and
+//! take it off everywhere else.
+//!
+//! # Layout
+//! - this file: the [`FloatingIp`] trait and [`floating_ip_from_config`];
+//! - [`local`]: a same-L2 address (netlink add/remove + gratuitous ARP);
+//! - `netlink`: interface lookup and address add/remove/list, shared by
+//!   every driver that ends with an address on a local interface;
+//! - `garp`: building and sending gratuitous ARP frames over AF_PACKET.
+
+mod garp;
+pub mod local;
+mod netlink;
+
+use async_trait::async_trait;
+use mailherd_config::{FloatingIpDriver, FloatingIpSection};
+
+use crate::DriverError;
+
+pub use garp::{garp_frame, GARP_COUNT, GARP_SPACING};
+
+/// The floating IP as one resource the master holds.
+///
+/// All calls work in the network namespace of the calling thread (the agent
+/// runs inside its node's namespace). Every call is idempotent, so the
+/// pipelines and the reconciler may repeat them freely.
+#[async_trait]
+pub trait FloatingIp: Send + Sync {
+    /// One line for logs and `/status`, e.g. `local 10.77.0.100/24 on eth0`.
+    fn describe(&self) -> String;
+    /// Adds the address (already present is fine), then announces it so the
+    /// neighbours send traffic here at once.
+    async fn acquire(&self) -> Result<(), DriverError>;
+    /// Announces the address again; called periodically while master so a
+    /// neighbour that missed the takeover catches up.
+    async fn refresh(&self) -> Result<(), DriverError>;
+    /// Removes the address; absent is fine.
+    async fn release(&self) -> Result<(), DriverError>;
+    /// Whether the address is on the interface now.
+    async fn is_held(&self) -> Result<bool, DriverError>;
+}
+
+/// Builds the driver the config names.
+pub fn floating_ip_from_config(
+    section: &FloatingIpSection,
+) -> Result<Box<dyn FloatingIp>, DriverError> {
+    match section.driver {
+        FloatingIpDriver::Local => Ok(Box::new(local::LocalFloatingIp::from_config(section)?)),
+    }
+}

@@ -1,0 +1,145 @@
+//! Each node's agent config, built as a [`mailherd_config::Config`].
+//!
+//! The lab writes configs through the config crate's own types and
+//! [`Config::to_toml`], then parses the text back with [`Config::parse`], so
+//! a lab config is always one the agent accepts (the same validation runs).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use anyhow::{Context, Result};
+use mailherd_config::{
+    ApiSection, ClusterSection, Config, FloatingIpDriver, FloatingIpSection, Member, MemberRole, NodeSection,
+    TimingProfile, VolumeDriver, VolumeSection,
+};
+
+use crate::state::{LabState, NodeState};
+use crate::topology::{NodeKind, API_PORT, NODE_INTERFACE, PEER_PORT};
+
+/// The name of the one shared volume.
+pub const VOLUME_NAME: &str = "mail";
+
+pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
+    let any_address = |port| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+    let members = state
+        .nodes
+        .iter()
+        .map(|member| Member {
+            name: member.name.clone(),
+            id: member.id,
+            role: match member.kind {
+                NodeKind::Mail => MemberRole::Mail,
+                NodeKind::Witness => MemberRole::Witness,
+            },
+            priority: 100,
+            peer: member.peer,
+            api: member.api,
+        })
+        .collect();
+    let mut config = Config {
+        node: NodeSection { name: node.name.clone(), data_dir: node.dir.join("data") },
+        cluster: ClusterSection {
+            name: "lab".to_string(),
+            timing: TimingProfile::Fast,
+            lease_ms: None,
+            drift_margin_ms: None,
+            renew_interval_ms: None,
+            fence_budget_ms: None,
+            election_timeout_min_ms: None,
+            election_timeout_max_ms: None,
+            heartbeat_interval_ms: None,
+            grace_ms: None,
+            fault_cooldown_ms: None,
+        },
+        members,
+        api: ApiSection { listen: any_address(API_PORT), peer_listen: any_address(PEER_PORT) },
+        floating_ip: None,
+        volumes: Vec::new(),
+        services: None,
+        checks: Vec::new(),
+    };
+    if node.is_mail() {
+        config.floating_ip = Some(FloatingIpSection {
+            driver: FloatingIpDriver::Local,
+            address: format!("{}/{}", state.floating_ip, state.prefix_len),
+            interface: NODE_INTERFACE.to_string(),
+            garp_refresh_ms: 5_000,
+        });
+        config.volumes = vec![VolumeSection {
+            name: VOLUME_NAME.to_string(),
+            driver: VolumeDriver::Local,
+            device: state.loop_device()?.to_path_buf(),
+            mount_point: state.volume.mount_point.clone(),
+            fs_type: "ext4".to_string(),
+            mount_options: String::new(),
+            device_wait_ms: 5_000,
+        }];
+        config.services = Some(crate::stack::services_section(state, node));
+        config.checks = crate::stack::checks(state.stack);
+    }
+    Ok(config)
+}
+
+/// Renders `config` and checks the agent's parser accepts the text.
+pub fn render(config: &Config, node: &NodeState) -> Result<String> {
+    let text = config.to_toml();
+    Config::parse(&node.config, &text)
+        .map_err(|problems| anyhow::anyhow!("{problems}"))
+        .with_context(|| format!("the generated config of {} does not validate", node.name))?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Stack;
+    use std::path::Path;
+
+    fn lab(stack: Stack) -> LabState {
+        let mut state = crate::state::tests::sample(Path::new("/var/lib/mailherd-lab"));
+        state.stack = stack;
+        state
+    }
+
+    #[test]
+    fn mail_node_config_round_trips_through_the_agents_parser() {
+        let state = lab(Stack::Mail);
+        let node = &state.nodes[0];
+        let config = node_config(&state, node).unwrap();
+        let text = render(&config, node).unwrap();
+        let parsed = Config::parse(&node.config, &text).unwrap();
+        assert_eq!(parsed, config);
+        assert_eq!(parsed.members.len(), 3);
+        assert_eq!(parsed.members[2].role, MemberRole::Witness);
+        assert_eq!(parsed.members[1].peer.to_string(), "10.77.0.12:7400");
+        let floating = parsed.floating_ip.unwrap();
+        assert_eq!(floating.address, "10.77.0.100/24");
+        assert_eq!(floating.interface, "eth0");
+        assert_eq!(parsed.volumes[0].device, Path::new("/dev/loop3"));
+        let services = parsed.services.unwrap();
+        assert_eq!(services.start, ["/bin/sh", "/var/lib/mailherd-lab/n1/stack.sh", "start"]);
+        let check_names: Vec<&str> = parsed.checks.iter().map(|check| check.name.as_str()).collect();
+        assert_eq!(check_names, ["smtp", "imap"]);
+        assert!(parsed.checks.iter().all(|check| check.critical));
+    }
+
+    #[test]
+    fn witness_config_has_no_resources() {
+        let state = lab(Stack::Banner);
+        let witness = &state.nodes[2];
+        let config = node_config(&state, witness).unwrap();
+        render(&config, witness).unwrap();
+        assert!(config.floating_ip.is_none());
+        assert!(config.volumes.is_empty());
+        assert!(config.services.is_none());
+        assert!(config.checks.is_empty());
+        assert_eq!(config.node.name, "w1");
+    }
+
+    #[test]
+    fn banner_node_checks_smtp_only() {
+        let state = lab(Stack::Banner);
+        let config = node_config(&state, &state.nodes[1]).unwrap();
+        let check_names: Vec<&str> = config.checks.iter().map(|check| check.name.as_str()).collect();
+        assert_eq!(check_names, ["smtp"]);
+    }
+}

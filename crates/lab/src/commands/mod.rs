@@ -1,0 +1,13 @@
+//! One module per subcommand family; `main` parses arguments and calls these.
+//!
+//! - [`up`]: build a lab and wait until the floating IP serves a banner;
+//! - [`down`]: remove everything a lab (or a crashed `up`) left;
+//! - [`status`]: the JSON shape of design §7, or a table;
+//! - [`fault`]: `fail` and `heal`;
+//! - [`client`]: `probe`, `watch` and `mail`, run from the client namespace.
+
+pub mod client;
+pub mod down;
+pub mod fault;
+pub mod status;
+pub mod up;

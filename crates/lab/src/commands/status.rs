@@ -1,0 +1,268 @@
+//! `status`: every node's role as its own agent reports it.
+//!
+//! Each agent is asked for `GET /status` from inside the node's own network
+//! namespace, all nodes in parallel, so a partitioned node is still read
+//! correctly. A powered-off node, or one whose agent does not answer, is
+//! `down`. The JSON shape is design §7's (more fields are allowed).
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::state::{LabState, NodeState};
+
+/// How long one agent may take to answer.
+const AGENT_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// What a node's agent said (or why it said nothing).
+#[derive(Debug, Clone)]
+pub struct NodeAnswer {
+    /// master, backup, witness, fault (from the agent) or down.
+    pub role: String,
+    pub epoch: Option<u64>,
+    /// Why the role is `down`.
+    pub error: Option<String>,
+    /// What the host shows, whatever the agent says: the floating IP on the
+    /// node's eth0, the volume in its mount namespace.
+    pub holds_floating_ip: bool,
+    pub volume_mounted: bool,
+}
+
+impl NodeAnswer {
+    fn down(error: impl Into<String>) -> NodeAnswer {
+        NodeAnswer {
+            role: "down".to_string(),
+            epoch: None,
+            error: Some(error.into()),
+            holds_floating_ip: false,
+            volume_mounted: false,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    floating_ip: String,
+    client_namespace: &'a str,
+    stack: &'static str,
+    lab_dir: String,
+    volume: VolumeJson,
+    nodes: Vec<NodeJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail: Option<MailJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct VolumeJson {
+    device: Option<String>,
+    mount_point: String,
+}
+
+#[derive(Serialize)]
+struct NodeJson<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    address: String,
+    role: String,
+    config: String,
+    api: String,
+    kind: crate::topology::NodeKind,
+    epoch: Option<u64>,
+    /// Faults the lab injected and `heal` has not undone.
+    faults: Vec<&'static str>,
+    holds_floating_ip: bool,
+    volume_mounted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MailJson<'a> {
+    user: &'a str,
+    password: &'a str,
+}
+
+pub fn run(json: bool) -> Result<()> {
+    let state = LabState::load_current()?;
+    let answers = query_all(&state);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&state, &answers)).expect("status serialises"));
+    } else {
+        print_table(&state, &answers);
+    }
+    Ok(())
+}
+
+/// Asks every node, in parallel; answers come back in node order.
+pub fn query_all(state: &LabState) -> Vec<NodeAnswer> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = state.nodes.iter().map(|node| scope.spawn(move || query(state, node))).collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap_or_else(|_| NodeAnswer::down("the status query panicked")))
+            .collect()
+    })
+}
+
+fn query(state: &LabState, node: &NodeState) -> NodeAnswer {
+    let mut answer = ask_agent(node);
+    answer.holds_floating_ip = crate::netns::interface_addresses(&node.namespace)
+        .map(|addresses| addresses.contains(&state.floating_ip))
+        .unwrap_or(false);
+    answer.volume_mounted = crate::node::has_mount(&node.namespace, &state.volume.mount_point).unwrap_or(false);
+    answer
+}
+
+fn ask_agent(node: &NodeState) -> NodeAnswer {
+    if node.powered_off {
+        return NodeAnswer::down("powered off");
+    }
+    let answer = crate::netns::run_in(&node.namespace, || crate::http::get(node.api, "/status", AGENT_TIMEOUT));
+    match answer {
+        Ok(response) if response.status == 200 => parse_status(&response.body),
+        Ok(response) => NodeAnswer::down(format!("/status answered HTTP {}", response.status)),
+        Err(error) => NodeAnswer::down(format!("{error:#}")),
+    }
+}
+
+fn parse_status(body: &str) -> NodeAnswer {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
+        return NodeAnswer::down("/status is not JSON");
+    };
+    match value.get("role").and_then(|role| role.as_str()) {
+        Some(role) => NodeAnswer {
+            role: role.to_string(),
+            epoch: value.get("epoch").and_then(|epoch| epoch.as_u64()),
+            error: None,
+            holds_floating_ip: false,
+            volume_mounted: false,
+        },
+        None => NodeAnswer::down("/status has no role"),
+    }
+}
+
+fn faults(node: &NodeState) -> Vec<&'static str> {
+    let mut faults = Vec::new();
+    if node.powered_off {
+        faults.push("power");
+    }
+    if node.partitioned {
+        faults.push("partition");
+    }
+    faults
+}
+
+fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
+    StatusJson {
+        floating_ip: state.floating_ip.to_string(),
+        client_namespace: &state.client.namespace,
+        stack: state.stack.name(),
+        lab_dir: state.lab_dir.display().to_string(),
+        volume: VolumeJson {
+            device: state.volume.loop_device.as_ref().map(|device| device.display().to_string()),
+            mount_point: state.volume.mount_point.display().to_string(),
+        },
+        nodes: state
+            .nodes
+            .iter()
+            .zip(answers)
+            .map(|(node, answer)| NodeJson {
+                name: &node.name,
+                namespace: &node.namespace,
+                address: node.address.to_string(),
+                role: answer.role.clone(),
+                config: node.config.display().to_string(),
+                api: format!("http://{}", node.api),
+                kind: node.kind,
+                epoch: answer.epoch,
+                faults: faults(node),
+                holds_floating_ip: answer.holds_floating_ip,
+                volume_mounted: answer.volume_mounted,
+                error: answer.error.clone(),
+            })
+            .collect(),
+        mail: state.mail.as_ref().map(|account| MailJson { user: &account.user, password: &account.password }),
+    }
+}
+
+pub fn print_table(state: &LabState, answers: &[NodeAnswer]) {
+    println!(
+        "floating IP {} (client namespace {}), stack {}",
+        state.floating_ip,
+        state.client.namespace,
+        state.stack.name()
+    );
+    println!(
+        "{:<5} {:<10} {:<11} {:<8} {:<6} {:<15} {:<9} {}",
+        "NODE", "NAMESPACE", "ADDRESS", "ROLE", "EPOCH", "FAULTS", "HOLDS", "API"
+    );
+    for (node, answer) in state.nodes.iter().zip(answers) {
+        let faults = faults(node);
+        let mut holds = Vec::new();
+        if answer.holds_floating_ip {
+            holds.push("ip");
+        }
+        if answer.volume_mounted {
+            holds.push("volume");
+        }
+        println!(
+            "{:<5} {:<10} {:<11} {:<8} {:<6} {:<15} {:<9} http://{}",
+            node.name,
+            node.namespace,
+            node.address.to_string(),
+            answer.role,
+            answer.epoch.map(|epoch| epoch.to_string()).unwrap_or_else(|| "-".to_string()),
+            if faults.is_empty() { "-".to_string() } else { faults.join(",") },
+            if holds.is_empty() { "-".to_string() } else { holds.join(",") },
+            node.api
+        );
+    }
+    if let Some(account) = &state.mail {
+        println!("mailbox {} password {}", account.user, account.password);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_role_and_epoch_from_the_agents_status() {
+        let answer = parse_status(r#"{"node":"n1","role":"master","epoch":4,"other":true}"#);
+        assert_eq!(answer.role, "master");
+        assert_eq!(answer.epoch, Some(4));
+        assert!(answer.error.is_none());
+        assert_eq!(parse_status("not json").role, "down");
+        assert_eq!(parse_status(r#"{"node":"n1"}"#).role, "down");
+    }
+
+    #[test]
+    fn json_has_the_fields_of_design_section_7() {
+        let state = crate::state::tests::sample(std::path::Path::new("/var/lib/mailherd-lab"));
+        let answers = vec![
+            NodeAnswer { holds_floating_ip: true, volume_mounted: true, ..parse_status(r#"{"role":"master","epoch":2}"#) },
+            NodeAnswer::down("powered off"),
+            parse_status(r#"{"role":"witness","epoch":2}"#),
+        ];
+        let value = serde_json::to_value(to_json(&state, &answers)).unwrap();
+        assert_eq!(value["floating_ip"], "10.77.0.100");
+        assert_eq!(value["client_namespace"], "mh-client");
+        assert_eq!(value["mail"]["user"], "alice@lab.test");
+        assert_eq!(value["mail"]["password"], "pw");
+        let first = &value["nodes"][0];
+        for field in ["name", "namespace", "address", "role", "config", "api"] {
+            assert!(first.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(first["name"], "n1");
+        assert_eq!(first["namespace"], "mh-n1");
+        assert_eq!(first["address"], "10.77.0.11");
+        assert_eq!(first["role"], "master");
+        assert_eq!(first["config"], "/var/lib/mailherd-lab/n1/agent.toml");
+        assert_eq!(first["api"], "http://10.77.0.11:7401");
+        assert_eq!(first["holds_floating_ip"], true);
+        assert_eq!(value["nodes"][1]["role"], "down");
+        assert_eq!(value["nodes"][1]["holds_floating_ip"], false);
+        assert_eq!(value["nodes"][2]["role"], "witness");
+    }
+}

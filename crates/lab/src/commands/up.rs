@@ -1,0 +1,236 @@
+//! `up`: build a lab and return once a master serves the floating IP.
+//!
+//! Order: refuse if a lab (or its leftovers) exists; check the host; write
+//! the state file first (so `down` after a crash knows the lab); network;
+//! volume; node files and configs; prepare the volume; boot every node; wait
+//! until the floating IP answers with an SMTP banner from the client
+//! namespace. Any failure after the checks tears everything down again
+//! (the same code as `down`), unless `--keep-on-failure` asks to keep it
+//! for a post-mortem.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rand::distr::{Alphanumeric, SampleString};
+
+use crate::state::{ClientState, LabState, MailAccount, NodeState, Stack, VolumeState, STATE_VERSION};
+use crate::topology::{self, NodeKind};
+
+/// Where the lab runs its "cloud": only a local one exists so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Cloud {
+    Local,
+    HetznerSim,
+}
+
+pub struct UpOptions {
+    pub nodes: usize,
+    pub witnesses: usize,
+    pub stack: Stack,
+    pub cloud: Cloud,
+    pub agent_bin: Option<PathBuf>,
+    pub wait: Duration,
+    pub keep_on_failure: bool,
+}
+
+pub fn run(options: UpOptions) -> Result<()> {
+    if !topology::MAIL_NODES.contains(&options.nodes) {
+        bail!("--nodes must be between {} and {}, not {}", topology::MAIL_NODES.start(), topology::MAIL_NODES.end(), options.nodes);
+    }
+    if !topology::WITNESSES.contains(&options.witnesses) {
+        bail!("--witness must be between {} and {}, not {}", topology::WITNESSES.start(), topology::WITNESSES.end(), options.witnesses);
+    }
+    if options.cloud == Cloud::HetznerSim {
+        bail!("--cloud hetzner-sim is not supported yet; use --cloud local");
+    }
+    refuse_if_up()?;
+    crate::host::preflight(options.stack)?;
+    let agent_bin = crate::host::resolve_agent_bin(options.agent_bin.as_deref())?;
+    let lab_bin = crate::host::lab_bin()?;
+
+    let state = plan(&options, agent_bin, lab_bin);
+    validate_configs(&state)?;
+
+    let started = Instant::now();
+    match build(state, options.wait) {
+        Ok(state) => {
+            println!("lab up in {:.1} s; state in {}", started.elapsed().as_secs_f64(), topology::state_file().display());
+            crate::commands::status::print_table(&state, &crate::commands::status::query_all(&state));
+            Ok(())
+        }
+        Err(error) if options.keep_on_failure => {
+            Err(error.context("up failed; the lab is kept (--keep-on-failure): inspect it, then run `mailherd-lab down`"))
+        }
+        Err(error) => {
+            eprintln!("up failed; tearing down what it made");
+            if let Err(teardown_error) = crate::commands::down::teardown() {
+                eprintln!("error: {teardown_error:#}");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// A lab is up when its state file exists; leftovers of a crashed lab (its
+/// namespaces, its directory) also block a new one until `down` clears them.
+fn refuse_if_up() -> Result<()> {
+    let state_file = topology::state_file();
+    if state_file.exists() {
+        bail!("lab already up (state in {}); run `mailherd-lab down` first", state_file.display());
+    }
+    let namespaces = crate::netns::list_lab_namespaces()?;
+    if !namespaces.is_empty() {
+        bail!(
+            "leftovers of an earlier lab exist (namespaces {}); run `mailherd-lab down` first",
+            namespaces.join(", ")
+        );
+    }
+    if topology::lab_dir().exists() {
+        bail!("leftovers of an earlier lab exist ({}); run `mailherd-lab down` first", topology::LAB_DIR);
+    }
+    Ok(())
+}
+
+fn plan(options: &UpOptions, agent_bin: PathBuf, lab_bin: PathBuf) -> LabState {
+    let lab_dir = topology::lab_dir();
+    let mail = (options.stack == Stack::Mail).then(|| MailAccount {
+        user: topology::MAIL_USER.to_string(),
+        password: Alphanumeric.sample_string(&mut rand::rng(), 16),
+    });
+    LabState {
+        version: STATE_VERSION,
+        stack: options.stack,
+        cloud: "local".to_string(),
+        floating_ip: topology::FLOATING_IP,
+        prefix_len: topology::PREFIX_LEN,
+        switch_namespace: topology::SWITCH_NAMESPACE.to_string(),
+        bridge: topology::BRIDGE.to_string(),
+        client: ClientState {
+            namespace: topology::CLIENT_NAMESPACE.to_string(),
+            address: topology::CLIENT_ADDRESS,
+            switch_veth: topology::CLIENT_SWITCH_VETH.to_string(),
+        },
+        volume: VolumeState {
+            image: topology::volume_image(&lab_dir),
+            loop_device: None,
+            mount_point: topology::volume_mount_point(&lab_dir),
+        },
+        agent_bin,
+        lab_bin,
+        mail,
+        nodes: topology::plan_nodes(options.nodes, options.witnesses)
+            .iter()
+            .map(|plan| NodeState::from_plan(plan, &lab_dir))
+            .collect(),
+        lab_dir,
+    }
+}
+
+/// Renders every node's config before anything is built, so a lab shape the
+/// agent would refuse (two voters, say) fails at once with the agent's reason.
+fn validate_configs(state: &LabState) -> Result<()> {
+    let mut planned = state.clone();
+    // The real device is known only after `losetup`; any absolute path
+    // validates the same way.
+    planned.volume.loop_device = Some(PathBuf::from("/dev/loop0"));
+    for node in &planned.nodes {
+        let config = crate::agent_config::node_config(&planned, node)?;
+        crate::agent_config::render(&config, node)
+            .with_context(|| format!("a lab of {} mail nodes and {} witnesses cannot run", mail_nodes(state), witnesses(state)))?;
+    }
+    Ok(())
+}
+
+fn mail_nodes(state: &LabState) -> usize {
+    state.nodes.iter().filter(|node| node.kind == NodeKind::Mail).count()
+}
+
+fn witnesses(state: &LabState) -> usize {
+    state.nodes.len() - mail_nodes(state)
+}
+
+fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
+    std::fs::create_dir_all(&state.lab_dir).with_context(|| format!("cannot create {}", state.lab_dir.display()))?;
+    state.save()?;
+
+    crate::netns::create_switch().context("cannot create the switch")?;
+    crate::netns::create_attached(&state.client.namespace, &state.client.switch_veth, state.client.address)?;
+    for node in &state.nodes {
+        crate::netns::create_attached(&node.namespace, &node.switch_veth, node.address)
+            .with_context(|| format!("cannot create the network of node {}", node.name))?;
+    }
+
+    std::fs::create_dir_all(&state.volume.mount_point)?;
+    crate::volume::create_image(&state.volume.image, topology::VOLUME_SIZE_BYTES)?;
+    let device = crate::volume::attach_loop(&state.volume.image)?;
+    state.volume.loop_device = Some(device.clone());
+    state.save()?;
+    crate::volume::make_filesystem(&device)?;
+
+    for node in &state.nodes {
+        write_node_files(&state, node).with_context(|| format!("cannot write the files of node {}", node.name))?;
+    }
+    crate::volume::prepare(&state)?;
+
+    for node in &state.nodes {
+        crate::node::boot(&state, node)?;
+    }
+    wait_for_banner(&state, wait)?;
+    Ok(state)
+}
+
+fn write_node_files(state: &LabState, node: &NodeState) -> Result<()> {
+    std::fs::create_dir_all(node.dir.join("data"))?;
+    std::fs::create_dir_all(node.run_dir())?;
+    if node.kind == NodeKind::Mail {
+        crate::stack::write_node_files(state, node)?;
+    }
+    let config = crate::agent_config::node_config(state, node)?;
+    let text = crate::agent_config::render(&config, node)?;
+    std::fs::write(&node.config, text).with_context(|| format!("cannot write {}", node.config.display()))?;
+    Ok(())
+}
+
+/// Waits until the floating IP serves a ready SMTP banner in the client
+/// namespace; on timeout the error carries the tail of every node's logs.
+fn wait_for_banner(state: &LabState, wait: Duration) -> Result<()> {
+    let address = topology::smtp_address();
+    let deadline = Instant::now() + wait;
+    let mut last = String::from("no probe yet");
+    while Instant::now() < deadline {
+        let probe = crate::netns::run_in(&state.client.namespace, || {
+            Ok(crate::probe::read_banner(address, Duration::from_millis(500)))
+        })?;
+        match probe {
+            Ok(banner) if crate::probe::is_ready_banner(&banner) => return Ok(()),
+            Ok(banner) => last = format!("banner {banner:?}"),
+            Err(reason) => last = reason,
+        }
+        // A node whose init died will not come back by waiting.
+        for node in &state.nodes {
+            if crate::node::init_pid(&node.namespace)?.is_none() {
+                bail!("node {} stopped while the lab was starting; {}", node.name, logs_of(node));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let logs: Vec<String> = state.nodes.iter().map(logs_of).collect();
+    bail!(
+        "no master served an SMTP banner on {address} within {} s (last probe: {last}); the nodes' logs say:\n{}",
+        wait.as_secs(),
+        logs.join("\n")
+    )
+}
+
+fn logs_of(node: &NodeState) -> String {
+    format!(
+        "--- {} ({}):\n{}\n--- {} ({}):\n{}",
+        node.name,
+        node.node_log().display(),
+        crate::host::tail(&node.node_log(), 5),
+        node.name,
+        node.agent_log().display(),
+        crate::host::tail(&node.agent_log(), 15)
+    )
+}

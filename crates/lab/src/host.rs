@@ -1,0 +1,162 @@
+//! Running host commands and checking that the host has what the lab needs.
+//!
+//! The lab drives the stock tools (`ip`, `losetup`, `mkfs.ext4`, `unshare`,
+//! Postfix, Dovecot) rather than re-implementing them, so an operator can
+//! replay any step by hand. [`run`] puts the whole command line and its
+//! stderr into the error; [`preflight`] names the Debian package that
+//! provides each missing tool.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::state::Stack;
+
+/// Runs `program args...`, returns its stdout; a failure names the command
+/// and carries its stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run `{}`", command_line(program, args)))?;
+    if !output.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            command_line(program, args),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `ip args...`.
+pub fn ip(args: &[&str]) -> Result<String> {
+    run("ip", args)
+}
+
+fn command_line(program: &str, args: &[&str]) -> String {
+    std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" ")
+}
+
+/// The last `lines` lines of a log file, or a note why there are none.
+pub fn tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            let start = all.len().saturating_sub(lines);
+            if all.is_empty() {
+                format!("({} is empty)", path.display())
+            } else {
+                all[start..].join("\n")
+            }
+        }
+        Err(error) => format!("(cannot read {}: {error})", path.display()),
+    }
+}
+
+/// Something the lab runs, and the Debian package that ships it.
+struct Requirement {
+    /// A command looked up in PATH, or an absolute path.
+    what: &'static str,
+    package: &'static str,
+}
+
+const BASE_REQUIREMENTS: &[Requirement] = &[
+    Requirement { what: "ip", package: "iproute2" },
+    Requirement { what: "losetup", package: "mount" },
+    Requirement { what: "mount", package: "mount" },
+    Requirement { what: "umount", package: "mount" },
+    Requirement { what: "unshare", package: "util-linux" },
+    Requirement { what: "mountpoint", package: "util-linux" },
+    Requirement { what: "mkfs.ext4", package: "e2fsprogs" },
+];
+
+const MAIL_REQUIREMENTS: &[Requirement] = &[
+    Requirement { what: "/usr/sbin/postfix", package: "postfix" },
+    Requirement { what: "/usr/lib/postfix/sbin/master", package: "postfix" },
+    Requirement { what: "/usr/share/postfix/main.cf.debian", package: "postfix" },
+    Requirement { what: "/usr/share/postfix/master.cf.dist", package: "postfix" },
+    Requirement { what: "/etc/postfix/postfix-files", package: "postfix" },
+    Requirement { what: "/usr/sbin/dovecot", package: "dovecot-core" },
+    Requirement { what: "/usr/lib/dovecot/imap", package: "dovecot-imapd" },
+    Requirement { what: "/usr/lib/dovecot/imap-login", package: "dovecot-imapd" },
+];
+
+/// Finds `program` in PATH (and the sbin directories, which a non-login
+/// root shell may lack).
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+pub fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// Checks that we are root and that every tool of `stack` is installed;
+/// the error lists the missing Debian packages.
+pub fn preflight(stack: Stack) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("mailherd-lab needs root (it creates namespaces, loop devices and mounts)");
+    }
+    let mut requirements: Vec<&Requirement> = BASE_REQUIREMENTS.iter().collect();
+    if stack == Stack::Mail {
+        requirements.extend(MAIL_REQUIREMENTS);
+    }
+    let mut missing: Vec<String> = Vec::new();
+    let mut packages: Vec<&str> = Vec::new();
+    for requirement in requirements {
+        let present = if requirement.what.starts_with('/') {
+            Path::new(requirement.what).exists()
+        } else {
+            which(requirement.what).is_some()
+        };
+        if !present {
+            missing.push(format!("{} (Debian package {})", requirement.what, requirement.package));
+            if !packages.contains(&requirement.package) {
+                packages.push(requirement.package);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "missing on this host: {}; install with `apt-get install {}`",
+            missing.join(", "),
+            packages.join(" ")
+        );
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        bail!("this kernel has no loop device support (/dev/loop-control is missing)");
+    }
+    Ok(())
+}
+
+/// The agent binary: `--agent-bin`/`MAILHERD_BIN`, else `mailherd` next to
+/// this executable.
+pub fn resolve_agent_bin(explicit: Option<&Path>) -> Result<PathBuf> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => lab_bin()?.parent().context("this executable has no parent directory")?.join("mailherd"),
+    };
+    if !is_executable(&path) {
+        bail!(
+            "the agent binary {} does not exist or is not executable; build it with `cargo build --bins` \
+             or point --agent-bin / MAILHERD_BIN at it",
+            path.display()
+        );
+    }
+    path.canonicalize().with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+/// This executable (nodes run `node-init` and `banner` from it).
+pub fn lab_bin() -> Result<PathBuf> {
+    std::env::current_exe().context("cannot find this executable's path")
+}

@@ -1,0 +1,223 @@
+//! `mailherd-lab`: a real multi-node mailherd cluster on one Linux machine.
+//!
+//! Each node is its own network, mount and PID namespace running a real
+//! `mailherd agent`; a bridge in a switch namespace joins the nodes and a
+//! client namespace; one loop device plays the shared SAN volume; the mail
+//! stack is either a tiny banner server or real Postfix and Dovecot with
+//! their queue and mail store on that volume. Faults (power cut, mail stack
+//! crash, network partition) are injected from outside, the way they happen
+//! to real servers. Needs root.
+//!
+//! Exit codes: 0 success; 1 failure (the reason on stderr); 2 bad usage.
+//!
+//! # Layout
+//! - [`topology`]: names, addresses, ports and paths of a lab (`mh-` prefix,
+//!   10.77.0.0/24, `/var/lib/mailherd-lab`);
+//! - [`state`]: `state.json`, what `down`, `fail`, `heal` and `status` read;
+//! - [`host`]: running host tools, preflight checks naming Debian packages;
+//! - [`netns`]: namespaces, veths, the bridge; running code inside a namespace;
+//! - [`volume`]: image file, loop device, ext4, one-time preparation;
+//! - [`stack`]: per-node files of the banner and mail stacks;
+//! - [`agent_config`]: each node's agent TOML, built with the config crate;
+//! - [`node`]: booting and powering off nodes; `node-init`, PID 1 of a node;
+//! - [`banner`]: the banner server;
+//! - [`probe`]: SMTP banner probes and `watch`;
+//! - [`mail`]: SMTP sending and the small IMAP client;
+//! - [`http`]: the blocking HTTP GET used to ask agents for `/status`;
+//! - [`commands`]: one module per subcommand family.
+
+mod agent_config;
+mod banner;
+mod commands;
+mod host;
+mod http;
+mod mail;
+mod netns;
+mod node;
+mod probe;
+mod stack;
+mod state;
+mod topology;
+mod volume;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::fault::FailMode;
+use crate::commands::up::Cloud;
+use crate::state::Stack;
+
+#[derive(Parser)]
+#[command(name = "mailherd-lab", version, about = "A real multi-node mailherd cluster on one Linux machine (needs root)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a lab and wait until a master serves SMTP on the floating IP.
+    Up {
+        /// Mail nodes (n1..nN).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Witness nodes (w1..wW): they vote but never hold the role.
+        #[arg(long, default_value_t = 0)]
+        witness: usize,
+        #[arg(long, value_enum, default_value = "banner")]
+        stack: Stack,
+        #[arg(long, value_enum, default_value = "local")]
+        cloud: Cloud,
+        /// The agent binary (default: `mailherd` next to this executable).
+        #[arg(long, env = "MAILHERD_BIN")]
+        agent_bin: Option<PathBuf>,
+        /// How long to wait for the first banner on the floating IP.
+        #[arg(long, default_value_t = 60)]
+        wait_secs: u64,
+        /// Keep what was built when `up` fails (for a post-mortem).
+        #[arg(long)]
+        keep_on_failure: bool,
+    },
+    /// Show every node's role (asked from inside the node's namespace).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inject a fault into a node.
+    Fail {
+        node: String,
+        #[arg(long, value_enum)]
+        mode: FailMode,
+    },
+    /// Undo injected faults: boot powered-off nodes, reattach partitioned ones.
+    Heal {
+        /// Only this node (default: all nodes).
+        node: Option<String>,
+    },
+    /// Remove everything a lab made; also after a crash; fine with nothing up.
+    Down,
+    /// Read one SMTP banner from the floating IP, from the client namespace.
+    Probe {
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    /// Probe the floating IP repeatedly and print every change (a failover, live).
+    Watch {
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 30_000)]
+        duration_ms: u64,
+        /// Timeout of one probe.
+        #[arg(long, default_value_t = 250)]
+        timeout_ms: u64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send to or list the lab mailbox over the floating IP (`--stack mail`).
+    Mail {
+        #[command(subcommand)]
+        command: MailCommand,
+    },
+    /// PID 1 of a node (started by `up` and `heal`).
+    #[command(hide = true)]
+    NodeInit {
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        agent_bin: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+        /// Omitted on witnesses.
+        #[arg(long, value_enum)]
+        stack: Option<Stack>,
+        #[arg(long, default_value_t = 1000)]
+        agent_restart_delay_ms: u64,
+    },
+    /// The banner server of `--stack banner` (started by the node's stack.sh).
+    #[command(hide = true)]
+    Banner {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        pidfile: Option<PathBuf>,
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Fork into the background once listening.
+        #[arg(long)]
+        daemon: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailCommand {
+    /// SMTP to the floating IP, to the lab mailbox.
+    Send {
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        body: Option<String>,
+    },
+    /// IMAP on the floating IP: the subjects in the lab mailbox's INBOX.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    let ms = Duration::from_millis;
+    match command {
+        Command::Up { nodes, witness, stack, cloud, agent_bin, wait_secs, keep_on_failure } => {
+            commands::up::run(commands::up::UpOptions {
+                nodes,
+                witnesses: witness,
+                stack,
+                cloud,
+                agent_bin,
+                wait: Duration::from_secs(wait_secs),
+                keep_on_failure,
+            })
+        }
+        Command::Status { json } => commands::status::run(json),
+        Command::Fail { node, mode } => commands::fault::fail(&node, mode),
+        Command::Heal { node } => commands::fault::heal(node.as_deref()),
+        Command::Down => commands::down::run(),
+        Command::Probe { timeout_ms } => commands::client::probe(ms(timeout_ms)),
+        Command::Watch { interval_ms, duration_ms, timeout_ms, json } => {
+            commands::client::watch(ms(interval_ms), ms(duration_ms), ms(timeout_ms), json)
+        }
+        Command::Mail { command: MailCommand::Send { subject, body } } => commands::client::send(&subject, body.as_deref()),
+        Command::Mail { command: MailCommand::List { json } } => commands::client::list(json),
+        Command::NodeInit { node, dir, agent_bin, config, stack, agent_restart_delay_ms } => node::node_init(node::NodeInit {
+            node,
+            dir,
+            agent_bin,
+            config,
+            stack,
+            agent_restart_delay: ms(agent_restart_delay_ms),
+        }),
+        Command::Banner { listen, name, pidfile, log, daemon } => {
+            banner::run(banner::BannerOptions { listen, name, pidfile, log, daemon })
+        }
+    }
+}

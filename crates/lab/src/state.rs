@@ -1,0 +1,242 @@
+//! The lab's state file, `/var/lib/mailherd-lab/state.json`.
+//!
+//! `up` writes it before it creates anything, then again as it learns more
+//! (the loop device), so that `down` after a crash of `up` still knows what
+//! to remove. `fail` and `heal` record each node's faults in it; `status`
+//! reads everything it prints from it plus the agents' answers.
+//!
+//! Writes go to a temporary file renamed over the old one, so a crash never
+//! leaves a half-written state file behind.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::topology::{NodeKind, NodePlan};
+
+/// Which mail stack runs on the mail nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Stack {
+    /// A tiny SMTP-like banner server: fast and fair for timing failovers.
+    Banner,
+    /// Real Postfix and Dovecot with queue and mail store on the shared volume.
+    Mail,
+}
+
+impl Stack {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stack::Banner => "banner",
+            Stack::Mail => "mail",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabState {
+    /// Format version of this file.
+    pub version: u32,
+    pub lab_dir: PathBuf,
+    pub stack: Stack,
+    /// Only `local` exists so far.
+    pub cloud: String,
+    pub floating_ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub switch_namespace: String,
+    pub bridge: String,
+    pub client: ClientState,
+    pub volume: VolumeState,
+    /// The agent binary every node runs (kept so `heal` boots the same one).
+    pub agent_bin: PathBuf,
+    /// This lab binary (node-init and the banner server are subcommands of it).
+    pub lab_bin: PathBuf,
+    /// The lab mailbox (`--stack mail` only).
+    pub mail: Option<MailAccount>,
+    pub nodes: Vec<NodeState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientState {
+    pub namespace: String,
+    pub address: Ipv4Addr,
+    pub switch_veth: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeState {
+    pub image: PathBuf,
+    /// Set once `losetup` attached the image; `None` while `up` is before that.
+    pub loop_device: Option<PathBuf>,
+    pub mount_point: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailAccount {
+    pub user: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub name: String,
+    pub kind: NodeKind,
+    pub id: u64,
+    pub namespace: String,
+    pub address: Ipv4Addr,
+    pub switch_veth: String,
+    pub dir: PathBuf,
+    /// The agent's config file.
+    pub config: PathBuf,
+    pub api: SocketAddr,
+    pub peer: SocketAddr,
+    /// Set by `fail --mode power`, cleared by `heal`.
+    pub powered_off: bool,
+    /// Set by `fail --mode partition`, cleared by `heal`.
+    pub partitioned: bool,
+}
+
+impl NodeState {
+    pub fn from_plan(plan: &NodePlan, lab_dir: &Path) -> NodeState {
+        let dir = crate::topology::node_dir(lab_dir, &plan.name);
+        NodeState {
+            name: plan.name.clone(),
+            kind: plan.kind,
+            id: plan.id,
+            namespace: plan.namespace.clone(),
+            address: plan.address,
+            switch_veth: plan.switch_veth.clone(),
+            config: dir.join("agent.toml"),
+            dir,
+            api: plan.api(),
+            peer: plan.peer(),
+            powered_off: false,
+            partitioned: false,
+        }
+    }
+
+    pub fn is_mail(&self) -> bool {
+        self.kind == NodeKind::Mail
+    }
+
+    /// The node-init log (node boot, agent restarts).
+    pub fn node_log(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    /// The agent's stdout and stderr.
+    pub fn agent_log(&self) -> PathBuf {
+        self.dir.join("agent.log")
+    }
+
+    /// A tmpfs that node-init mounts per boot, like `/run`: pid files and
+    /// sockets of the node's daemons vanish with a power failure.
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+}
+
+pub const STATE_VERSION: u32 = 1;
+
+impl LabState {
+    pub fn node(&self, name: &str) -> Result<&NodeState> {
+        self.nodes.iter().find(|node| node.name == name).ok_or_else(|| self.unknown_node(name))
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> Result<&mut NodeState> {
+        let error = self.unknown_node(name);
+        self.nodes.iter_mut().find(|node| node.name == name).ok_or(error)
+    }
+
+    fn unknown_node(&self, name: &str) -> anyhow::Error {
+        let known: Vec<&str> = self.nodes.iter().map(|node| node.name.as_str()).collect();
+        anyhow::anyhow!("unknown node {name:?}; the lab's nodes are {}", known.join(", "))
+    }
+
+    /// The device the agents mount; only missing in a state `up` left early.
+    pub fn loop_device(&self) -> Result<&Path> {
+        self.volume
+            .loop_device
+            .as_deref()
+            .context("the state file has no loop device (the lab's `up` did not get that far)")
+    }
+
+    /// Every namespace of this lab (switch, client, nodes).
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut names = vec![self.switch_namespace.clone(), self.client.namespace.clone()];
+        names.extend(self.nodes.iter().map(|node| node.namespace.clone()));
+        names
+    }
+
+    pub fn load(path: &Path) -> Result<LabState> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a lab state file", path.display()))
+    }
+
+    /// Loads the state of the lab that is up, with the message every command
+    /// but `up` and `down` gives when there is none.
+    pub fn load_current() -> Result<LabState> {
+        let path = crate::topology::state_file();
+        if !path.exists() {
+            anyhow::bail!("no lab is up ({} does not exist); start one with `mailherd-lab up`", path.display());
+        }
+        LabState::load(&path)
+    }
+
+    pub fn save(&self) -> Result<()> {
+        let path = self.lab_dir.join(crate::topology::STATE_FILE_NAME);
+        let temporary = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).expect("the lab state always serialises");
+        std::fs::write(&temporary, text + "\n").with_context(|| format!("cannot write {}", temporary.display()))?;
+        std::fs::rename(&temporary, &path)
+            .with_context(|| format!("cannot rename {} to {}", temporary.display(), path.display()))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::topology::plan_nodes;
+
+    /// A mail lab of n1, n2 and w1 with loop device /dev/loop3.
+    pub fn sample(lab_dir: &Path) -> LabState {
+        LabState {
+            version: STATE_VERSION,
+            lab_dir: lab_dir.to_path_buf(),
+            stack: Stack::Mail,
+            cloud: "local".into(),
+            floating_ip: crate::topology::FLOATING_IP,
+            prefix_len: 24,
+            switch_namespace: "mh-sw".into(),
+            bridge: "br0".into(),
+            client: ClientState { namespace: "mh-client".into(), address: crate::topology::CLIENT_ADDRESS, switch_veth: "v-client".into() },
+            volume: VolumeState { image: lab_dir.join("volume.img"), loop_device: Some("/dev/loop3".into()), mount_point: lab_dir.join("mnt") },
+            agent_bin: "/x/mailherd".into(),
+            lab_bin: "/x/mailherd-lab".into(),
+            mail: Some(MailAccount { user: "alice@lab.test".into(), password: "pw".into() }),
+            nodes: plan_nodes(2, 1).iter().map(|plan| NodeState::from_plan(plan, lab_dir)).collect(),
+        }
+    }
+
+    #[test]
+    fn saves_and_loads_the_same_state() {
+        let dir = std::env::temp_dir().join(format!("mailherd-lab-state-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = sample(&dir);
+        state.save().unwrap();
+        let loaded = LabState::load(&dir.join("state.json")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(loaded, state);
+    }
+
+    #[test]
+    fn unknown_node_error_lists_the_known_nodes() {
+        let state = sample(Path::new("/nonexistent"));
+        let message = state.node("n9").unwrap_err().to_string();
+        assert!(message.contains("\"n9\""), "{message}");
+        assert!(message.contains("n1, n2, w1"), "{message}");
+        assert_eq!(state.node("w1").unwrap().address, std::net::Ipv4Addr::new(10, 77, 0, 31));
+    }
+}

@@ -1,0 +1,167 @@
+//! The fixed shape of a lab: names, addresses, ports and paths.
+//!
+//! Everything the lab creates on the host carries the `mh-` prefix, so that
+//! `down` can find leftovers of a lab that crashed before it wrote its state
+//! file. The addresses live in 10.77.0.0/24 on a bridge inside the switch
+//! namespace, never in the host namespace.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Root of everything the lab writes: state file, node dirs, volume image.
+pub const LAB_DIR: &str = "/var/lib/mailherd-lab";
+/// The state file inside [`LAB_DIR`].
+pub const STATE_FILE_NAME: &str = "state.json";
+/// Prefix of every namespace the lab creates.
+pub const NAME_PREFIX: &str = "mh-";
+/// The namespace holding the bridge. Keeping the bridge out of the host
+/// namespace means the host's firewall (Docker sets FORWARD to DROP and loads
+/// br_netfilter) never sees lab traffic, and nothing on the host changes.
+pub const SWITCH_NAMESPACE: &str = "mh-sw";
+/// The bridge inside [`SWITCH_NAMESPACE`].
+pub const BRIDGE: &str = "br0";
+/// The namespace from which clients (probes, `mail send`) reach the cluster.
+pub const CLIENT_NAMESPACE: &str = "mh-client";
+/// The interface name on the node side of each veth pair.
+pub const NODE_INTERFACE: &str = "eth0";
+/// Prefix length of the lab subnet 10.77.0.0/24.
+pub const PREFIX_LEN: u8 = 24;
+pub const CLIENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+/// The floating IP; the lab never configures it, the master's agent does.
+pub const FLOATING_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+/// Mail nodes get .11, .12, ...; witnesses .31, .32, ...
+const FIRST_MAIL_HOST: u8 = 11;
+const FIRST_WITNESS_HOST: u8 = 31;
+pub const PEER_PORT: u16 = 7400;
+pub const API_PORT: u16 = 7401;
+pub const SMTP_PORT: u16 = 25;
+pub const IMAP_PORT: u16 = 143;
+/// Accepted `--nodes` and `--witness` ranges.
+pub const MAIL_NODES: std::ops::RangeInclusive<usize> = 2..=7;
+pub const WITNESSES: std::ops::RangeInclusive<usize> = 0..=2;
+/// The mail domain and the one mailbox of a `--stack mail` lab.
+pub const MAIL_DOMAIN: &str = "lab.test";
+pub const MAIL_USER: &str = "alice@lab.test";
+/// Owner of the mail store on the volume (Postfix `virtual` and Dovecot).
+pub const VMAIL_UID: u32 = 5000;
+/// Size of the sparse volume image.
+pub const VOLUME_SIZE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Whether a node can hold the master role or only votes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    Mail,
+    Witness,
+}
+
+/// One planned node: everything that follows from its position in the lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePlan {
+    pub name: String,
+    pub kind: NodeKind,
+    /// Raft id: mail nodes 1..=N, then witnesses.
+    pub id: u64,
+    pub namespace: String,
+    pub address: Ipv4Addr,
+    /// Switch-side end of the node's veth pair (inside [`SWITCH_NAMESPACE`]).
+    pub switch_veth: String,
+}
+
+impl NodePlan {
+    pub fn peer(&self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(self.address, PEER_PORT))
+    }
+    pub fn api(&self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(self.address, API_PORT))
+    }
+}
+
+/// The nodes of a lab with `mail_nodes` mail nodes and `witnesses` witnesses.
+pub fn plan_nodes(mail_nodes: usize, witnesses: usize) -> Vec<NodePlan> {
+    let mail = (1..=mail_nodes).map(|index| (NodeKind::Mail, format!("n{index}"), FIRST_MAIL_HOST + index as u8 - 1));
+    let witness = (1..=witnesses)
+        .map(|index| (NodeKind::Witness, format!("w{index}"), FIRST_WITNESS_HOST + index as u8 - 1));
+    mail.chain(witness)
+        .enumerate()
+        .map(|(position, (kind, name, host))| NodePlan {
+            id: position as u64 + 1,
+            namespace: format!("{NAME_PREFIX}{name}"),
+            address: Ipv4Addr::new(10, 77, 0, host),
+            switch_veth: format!("v-{name}"),
+            name,
+            kind,
+        })
+        .collect()
+}
+
+/// Switch-side veth of the client namespace.
+pub const CLIENT_SWITCH_VETH: &str = "v-client";
+
+pub fn lab_dir() -> PathBuf {
+    PathBuf::from(LAB_DIR)
+}
+
+pub fn state_file() -> PathBuf {
+    lab_dir().join(STATE_FILE_NAME)
+}
+
+/// The node's own directory: config, logs, data_dir, stack files.
+pub fn node_dir(lab_dir: &Path, node: &str) -> PathBuf {
+    lab_dir.join(node)
+}
+
+/// Where the master mounts the shared volume (in its private mount namespace).
+pub fn volume_mount_point(lab_dir: &Path) -> PathBuf {
+    lab_dir.join("mnt")
+}
+
+pub fn volume_image(lab_dir: &Path) -> PathBuf {
+    lab_dir.join("volume.img")
+}
+
+pub fn smtp_address() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(FLOATING_IP, SMTP_PORT))
+}
+
+pub fn imap_address() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(FLOATING_IP, IMAP_PORT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_mail_nodes_then_witnesses_with_distinct_ids_and_addresses() {
+        let plan = plan_nodes(3, 2);
+        let names: Vec<&str> = plan.iter().map(|node| node.name.as_str()).collect();
+        assert_eq!(names, ["n1", "n2", "n3", "w1", "w2"]);
+        let ids: Vec<u64> = plan.iter().map(|node| node.id).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        assert_eq!(plan[0].address, Ipv4Addr::new(10, 77, 0, 11));
+        assert_eq!(plan[2].address, Ipv4Addr::new(10, 77, 0, 13));
+        assert_eq!(plan[3].address, Ipv4Addr::new(10, 77, 0, 31));
+        assert_eq!(plan[3].kind, NodeKind::Witness);
+        assert_eq!(plan[4].namespace, "mh-w2");
+        assert_eq!(plan[1].switch_veth, "v-n2");
+        assert_eq!(plan[1].api().to_string(), "10.77.0.12:7401");
+        assert_eq!(plan[1].peer().to_string(), "10.77.0.12:7400");
+    }
+
+    #[test]
+    fn largest_lab_fits_below_the_witness_and_floating_addresses() {
+        let plan = plan_nodes(*MAIL_NODES.end(), *WITNESSES.end());
+        let mut addresses: Vec<Ipv4Addr> = plan.iter().map(|node| node.address).collect();
+        addresses.push(CLIENT_ADDRESS);
+        addresses.push(FLOATING_IP);
+        let count = addresses.len();
+        addresses.sort();
+        addresses.dedup();
+        assert_eq!(addresses.len(), count, "every address is distinct");
+        // Veth names must fit IFNAMSIZ (15 characters).
+        assert!(plan.iter().all(|node| node.switch_veth.len() <= 15));
+    }
+}

@@ -1,0 +1,451 @@
+//! End-to-end tests: the real `mailherd-lab` driving real `mailherd` agents.
+//!
+//! They need root (namespaces, loop devices, mounts) and the `mailherd`
+//! binary next to `mailherd-lab` (`cargo build --bins` before `cargo test`),
+//! or another agent build named by `MAILHERD_BIN`.
+//! One lab exists per machine, so every test holds [`LAB_LOCK`] and runs
+//! `down` first and last (also when it fails, from `Drop`).
+//!
+//! Assertions are about behaviour, never about how fast it happened: every
+//! wait is bounded generously and only fails when the behaviour never shows.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Serialises the tests: they share the one lab the machine can hold.
+static LAB_LOCK: Mutex<()> = Mutex::new(());
+
+const LAB_DIR: &str = "/var/lib/mailherd-lab";
+const FAILOVER_WAIT: Duration = Duration::from_secs(30);
+const MAIL_WAIT: Duration = Duration::from_secs(60);
+
+fn lab_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_mailherd-lab"))
+}
+
+/// `MAILHERD_BIN` when set (to test another agent build), else the
+/// `mailherd` built next to the lab.
+fn agent_bin() -> PathBuf {
+    let agent = match std::env::var_os("MAILHERD_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => lab_bin().parent().expect("the lab binary has a directory").join("mailherd"),
+    };
+    assert!(agent.exists(), "{} is missing: build it with `cargo build --bins` before the tests", agent.display());
+    agent
+}
+
+/// Exclusive use of the machine's lab, clean at the start and at the end.
+struct Lab {
+    _exclusive: MutexGuard<'static, ()>,
+}
+
+impl Lab {
+    fn exclusive() -> Lab {
+        let exclusive = LAB_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        assert!(nix::unistd::geteuid().is_root(), "the lab tests need root");
+        lab_ok(&["down"]);
+        Lab { _exclusive: exclusive }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let output = lab(&["down"]);
+        if !output.status.success() && !std::thread::panicking() {
+            panic!("down failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+    }
+}
+
+fn lab(args: &[&str]) -> Output {
+    Command::new(lab_bin())
+        .args(args)
+        .env("MAILHERD_BIN", agent_bin())
+        .stdin(Stdio::null())
+        .output()
+        .expect("mailherd-lab runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs the lab, asserts success, returns stdout.
+fn lab_ok(args: &[&str]) -> String {
+    let output = lab(args);
+    assert!(
+        output.status.success(),
+        "`mailherd-lab {}` failed ({}):\nstdout: {}\nstderr: {}\n{}",
+        args.join(" "),
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr),
+        diagnostics()
+    );
+    text(&output.stdout)
+}
+
+/// Runs the lab, asserts failure, returns stderr.
+fn lab_fails(args: &[&str]) -> String {
+    let output = lab(args);
+    assert!(
+        !output.status.success(),
+        "`mailherd-lab {}` should have failed:\nstdout: {}\nstderr: {}",
+        args.join(" "),
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stderr)
+}
+
+fn status() -> Value {
+    serde_json::from_str(&lab_ok(&["status", "--json"])).expect("status --json prints JSON")
+}
+
+fn nodes_with_role(status: &Value, role: &str) -> Vec<String> {
+    status["nodes"]
+        .as_array()
+        .expect("status has nodes")
+        .iter()
+        .filter(|node| node["role"] == role)
+        .map(|node| node["name"].as_str().expect("nodes have names").to_string())
+        .collect()
+}
+
+/// The master when exactly one node says it is master.
+fn only_master(status: &Value) -> Option<String> {
+    let masters = nodes_with_role(status, "master");
+    (masters.len() == 1).then(|| masters[0].clone())
+}
+
+fn role_of(status: &Value, node: &str) -> String {
+    status["nodes"]
+        .as_array()
+        .expect("status has nodes")
+        .iter()
+        .find(|entry| entry["name"] == node)
+        .and_then(|entry| entry["role"].as_str())
+        .unwrap_or("missing")
+        .to_string()
+}
+
+/// The mail nodes whose eth0 carries the floating IP, read with `ip -n`.
+fn floating_ip_holders(status: &Value) -> Vec<String> {
+    let floating_ip = status["floating_ip"].as_str().expect("status has the floating IP");
+    status["nodes"]
+        .as_array()
+        .expect("status has nodes")
+        .iter()
+        .filter(|node| node["kind"] == "mail")
+        .filter(|node| holds_address(node["namespace"].as_str().expect("nodes have namespaces"), floating_ip))
+        .map(|node| node["name"].as_str().expect("nodes have names").to_string())
+        .collect()
+}
+
+fn holds_address(namespace: &str, address: &str) -> bool {
+    let output = Command::new("ip").args(["-n", namespace, "-4", "-o", "address", "show", "dev", "eth0"]).output().expect("ip runs");
+    text(&output.stdout).split_whitespace().any(|word| word.split('/').next() == Some(address))
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, for at most `timeout`.
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("waited {timeout:?} for {what} in vain\n{}", diagnostics());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// What a failing test prints: the lab's status and the end of every agent log.
+fn diagnostics() -> String {
+    let mut report = String::new();
+    let status = lab(&["status", "--json"]);
+    report.push_str(&format!("status: {}{}\n", text(&status.stdout), text(&status.stderr)));
+    if let Ok(entries) = std::fs::read_dir(LAB_DIR) {
+        let mut logs: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok())
+            .map(|entry| entry.path().join("agent.log"))
+            .filter(|path| path.exists())
+            .collect();
+        logs.sort();
+        for log in logs {
+            let content = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = content.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            report.push_str(&format!("--- {}:\n{tail}\n", log.display()));
+        }
+    }
+    report
+}
+
+fn probe() -> Option<String> {
+    let output = lab(&["probe", "--timeout-ms", "1000"]);
+    output.status.success().then(|| text(&output.stdout).trim().to_string())
+}
+
+fn subjects() -> Option<Vec<String>> {
+    let output = lab(&["mail", "list", "--json"]);
+    if !output.status.success() {
+        return None;
+    }
+    let listing: Value = serde_json::from_slice(&output.stdout).ok()?;
+    Some(
+        listing["messages"]
+            .as_array()?
+            .iter()
+            .filter_map(|message| message["subject"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// Namespaces the lab may have left (all carry the `mh-` prefix).
+fn lab_namespaces() -> Vec<String> {
+    let output = Command::new("ip").args(["netns", "list"]).output().expect("ip runs");
+    text(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| name.starts_with("mh-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Loop devices backed by a file of the lab.
+fn lab_loop_devices() -> Vec<String> {
+    let output = Command::new("losetup")
+        .args(["--list", "--noheadings", "--raw", "--output", "NAME,BACK-FILE"])
+        .output()
+        .expect("losetup runs");
+    text(&output.stdout).lines().filter(|line| line.contains(LAB_DIR)).map(str::to_string).collect()
+}
+
+fn assert_nothing_left_behind() {
+    assert_eq!(lab_namespaces(), Vec::<String>::new(), "lab namespaces remain");
+    assert_eq!(lab_loop_devices(), Vec::<String>::new(), "lab loop devices remain");
+    assert!(!Path::new(LAB_DIR).exists(), "{LAB_DIR} remains");
+}
+
+#[test]
+fn down_with_nothing_up_succeeds() {
+    let _lab = Lab::exclusive();
+    let stdout = lab_ok(&["down"]);
+    assert!(stdout.contains("nothing to remove"), "{stdout}");
+    assert_nothing_left_behind();
+}
+
+#[test]
+fn missing_agent_binary_is_a_clear_error_and_leaves_nothing_behind() {
+    let _lab = Lab::exclusive();
+    let stderr = lab_fails(&["up", "--nodes", "3", "--agent-bin", "/nonexistent"]);
+    assert!(stderr.contains("/nonexistent"), "the error names the path: {stderr}");
+    assert!(stderr.contains("cargo build --bins"), "the error says how to get the agent: {stderr}");
+    assert_nothing_left_behind();
+}
+
+#[test]
+fn bad_arguments_are_refused_before_anything_is_made() {
+    let _lab = Lab::exclusive();
+    let stderr = lab_fails(&["up", "--nodes", "8"]);
+    assert!(stderr.contains("between 2 and 7"), "{stderr}");
+    let stderr = lab_fails(&["up", "--nodes", "3", "--witness", "3"]);
+    assert!(stderr.contains("--witness"), "{stderr}");
+    let stderr = lab_fails(&["up", "--nodes", "3", "--cloud", "hetzner-sim"]);
+    assert!(stderr.contains("not supported yet"), "{stderr}");
+    // Two voters cannot elect anyone after losing one: the agent's own
+    // validation says so, before the lab builds anything.
+    let stderr = lab_fails(&["up", "--nodes", "2"]);
+    assert!(stderr.contains("witness"), "{stderr}");
+    let stderr = lab_fails(&["fail", "n1", "--mode", "power"]);
+    assert!(stderr.contains("no lab is up"), "{stderr}");
+    assert_nothing_left_behind();
+}
+
+#[test]
+fn up_twice_fails_and_leaves_the_first_lab_intact() {
+    let _lab = Lab::exclusive();
+    lab_ok(&["up", "--nodes", "3", "--stack", "banner"]);
+    let master = wait_for("exactly one master", FAILOVER_WAIT, || only_master(&status()));
+    let state_before = std::fs::read_to_string(Path::new(LAB_DIR).join("state.json")).expect("the state file exists");
+
+    let stderr = lab_fails(&["up", "--nodes", "2", "--witness", "1", "--stack", "mail"]);
+    assert!(stderr.contains("lab already up"), "{stderr}");
+    assert!(stderr.contains("mailherd-lab down"), "{stderr}");
+
+    let state_after = std::fs::read_to_string(Path::new(LAB_DIR).join("state.json")).expect("the state file survives");
+    assert_eq!(state_after, state_before, "the second up must not touch the first lab");
+    let status = status();
+    assert_eq!(status["nodes"].as_array().map(Vec::len), Some(3));
+    assert_eq!(only_master(&status).as_deref(), Some(master.as_str()));
+    let banner = wait_for("a banner on the floating IP", FAILOVER_WAIT, probe);
+    assert!(banner.starts_with("220 "), "{banner}");
+}
+
+#[test]
+fn fail_with_an_unknown_node_lists_the_known_nodes() {
+    let _lab = Lab::exclusive();
+    lab_ok(&["up", "--nodes", "2", "--witness", "1", "--stack", "banner"]);
+    let stderr = lab_fails(&["fail", "n9", "--mode", "power"]);
+    assert!(stderr.contains("\"n9\""), "{stderr}");
+    assert!(stderr.contains("n1, n2, w1"), "{stderr}");
+    let stderr = lab_fails(&["fail", "w1", "--mode", "service"]);
+    assert!(stderr.contains("witness"), "{stderr}");
+    // Nothing was harmed.
+    wait_for("exactly one master", FAILOVER_WAIT, || only_master(&status()));
+}
+
+/// Starts `watch` in the background; its output is read after it is killed.
+fn start_watch() -> Child {
+    Command::new(lab_bin())
+        .args(["watch", "--interval-ms", "20", "--duration-ms", "120000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("watch starts")
+}
+
+fn stop_watch(mut watch: Child) -> String {
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let mut output = String::new();
+    watch.stdout.take().expect("watch stdout is piped").read_to_string(&mut output).expect("watch output is text");
+    output
+}
+
+/// The common scenario: mail accepted before a fault to the master is
+/// listed over IMAP after another node took over, with exactly one master
+/// and one holder of the floating IP before and after.
+///
+/// With `hold_queue`, the old master's queue manager is frozen first, so the
+/// mail is accepted into the queue on the shared volume but not delivered:
+/// the new master must deliver it from there.
+fn mail_survives_a_fault_of_the_master(mode: &str, hold_queue: bool) -> (String, String) {
+    lab_ok(&["up", "--nodes", "3", "--stack", "mail"]);
+    let master = wait_for("exactly one master", FAILOVER_WAIT, || only_master(&status()));
+    wait_for("the master's banner on the floating IP", FAILOVER_WAIT, || {
+        probe().filter(|banner| banner.contains(&format!("{master}.lab.test")))
+    });
+    assert_eq!(floating_ip_holders(&status()), [master.clone()], "only the master holds the floating IP");
+    if hold_queue {
+        freeze_queue_manager(&format!("mh-{master}"));
+    }
+
+    let subject = format!("before-{mode}-{}", std::process::id());
+    // Like any SMTP client, retry until the server takes the mail: what
+    // must survive is mail that was acknowledged with 250.
+    let reply = wait_for("the mail to be accepted over SMTP", FAILOVER_WAIT, || {
+        let output = lab(&["mail", "send", "--subject", &subject]);
+        output.status.success().then(|| text(&output.stdout))
+    });
+    assert!(reply.starts_with("250"), "the mail was accepted: {reply}");
+
+    // The fault goes to whoever is master now.
+    let old_master = wait_for("exactly one master", FAILOVER_WAIT, || only_master(&status()));
+    if hold_queue {
+        assert_eq!(old_master, master, "the frozen queue stays on the master");
+    }
+    lab_ok(&["fail", &old_master, "--mode", mode]);
+    let new_master = wait_for("another node as the only master", FAILOVER_WAIT, || {
+        only_master(&status()).filter(|master| *master != old_master)
+    });
+    let banner = wait_for("the new master's SMTP banner on the floating IP", FAILOVER_WAIT, || {
+        probe().filter(|banner| banner.starts_with("220 ") && banner.contains(&format!("{new_master}.lab.test")))
+    });
+    assert!(banner.contains("Postfix"), "{banner}");
+    wait_for("the mail sent before the fault, over IMAP", MAIL_WAIT, || {
+        subjects().filter(|subjects| subjects.contains(&subject))
+    });
+
+    let status = status();
+    assert_eq!(only_master(&status).as_deref(), Some(new_master.as_str()), "exactly one master after the failover");
+    assert_eq!(floating_ip_holders(&status), [new_master.clone()], "only the new master holds the floating IP");
+    (old_master, new_master)
+}
+
+/// SIGSTOPs Postfix's qmgr in `namespace` (a power cut SIGKILLs it later).
+fn freeze_queue_manager(namespace: &str) {
+    let output = Command::new("ip").args(["netns", "pids", namespace]).output().expect("ip runs");
+    let qmgr: Vec<i32> = text(&output.stdout)
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|comm| comm.trim() == "qmgr").unwrap_or(false))
+        .collect();
+    assert_eq!(qmgr.len(), 1, "one qmgr runs on the master in {namespace}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(qmgr[0]), nix::sys::signal::Signal::SIGSTOP).expect("qmgr can be stopped");
+}
+
+/// After `heal`, the old master answers again and does not take the role back.
+fn heal_and_check(old_master: &str, new_master: &str) {
+    lab_ok(&["heal", old_master]);
+    wait_for("the healed node to answer as a non-master", FAILOVER_WAIT, || {
+        let status = status();
+        let role = role_of(&status, old_master);
+        (role != "down" && role != "master").then_some(())
+    });
+    let status = status();
+    assert_eq!(only_master(&status).as_deref(), Some(new_master), "the healed node does not cause a second master");
+    assert_eq!(floating_ip_holders(&status), [new_master.to_string()]);
+}
+
+/// Also the queue: mail accepted but not yet delivered when the power went
+/// is delivered by the new master from the queue on the shared volume.
+#[test]
+fn power_failure_of_the_master_keeps_the_mail() {
+    let _lab = Lab::exclusive();
+    let (old_master, new_master) = mail_survives_a_fault_of_the_master("power", true);
+    assert_eq!(role_of(&status(), &old_master), "down", "a powered-off node is down");
+    heal_and_check(&old_master, &new_master);
+}
+
+#[test]
+fn service_failure_of_the_master_keeps_the_mail() {
+    let _lab = Lab::exclusive();
+    let (old_master, new_master) = mail_survives_a_fault_of_the_master("service", false);
+    // The node itself stays up; its agent answers.
+    assert_ne!(role_of(&status(), &old_master), "down");
+    heal_and_check(&old_master, &new_master);
+}
+
+#[test]
+fn partition_of_the_master_fences_it_and_keeps_the_mail() {
+    let _lab = Lab::exclusive();
+    let (old_master, new_master) = mail_survives_a_fault_of_the_master("partition", false);
+    let namespace = format!("mh-{old_master}");
+    wait_for("the cut-off node to drop the floating IP", FAILOVER_WAIT, || {
+        (!holds_address(&namespace, "10.77.0.100")).then_some(())
+    });
+    // Read from inside its own namespace, the cut-off node is not master.
+    assert_ne!(role_of(&status(), &old_master), "master");
+    heal_and_check(&old_master, &new_master);
+}
+
+#[test]
+fn watch_shows_a_failover_live() {
+    let _lab = Lab::exclusive();
+    lab_ok(&["up", "--nodes", "2", "--witness", "1", "--stack", "banner"]);
+    let old_master = wait_for("exactly one master", FAILOVER_WAIT, || only_master(&status()));
+    let watch = start_watch();
+    wait_for("a banner on the floating IP", FAILOVER_WAIT, probe);
+    lab_ok(&["fail", &old_master, "--mode", "power"]);
+    let new_master = wait_for("another node as the only master", FAILOVER_WAIT, || {
+        only_master(&status()).filter(|master| *master != old_master)
+    });
+    wait_for("the new master's banner", FAILOVER_WAIT, || {
+        probe().filter(|banner| banner.contains(&format!("{new_master}.lab.test")))
+    });
+    // Give watch a few probe intervals to record the new banner.
+    std::thread::sleep(Duration::from_millis(500));
+    let output = stop_watch(watch);
+    let old_line = output.lines().position(|line| line.contains(&format!("banner: 220 {old_master}.lab.test")));
+    let new_line = output.lines().position(|line| line.contains(&format!("banner: 220 {new_master}.lab.test")));
+    assert!(old_line.is_some() && new_line.is_some() && old_line < new_line, "watch output:\n{output}");
+}
