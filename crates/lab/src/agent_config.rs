@@ -8,8 +8,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use anyhow::{Context, Result};
 use mailherd_config::{
-    ApiSection, ClusterSection, Config, FloatingIpDriver, FloatingIpSection, Member, MemberRole, NodeSection,
-    TimingProfile, VolumeDriver, VolumeSection,
+    ApiSection, ClusterSection, Config, FloatingIpDriver, FloatingIpSection, Member, MemberRole,
+    NodeSection, TimingProfile, VolumeDriver, VolumeSection,
 };
 
 use crate::state::{LabState, NodeState};
@@ -36,7 +36,10 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         })
         .collect();
     let mut config = Config {
-        node: NodeSection { name: node.name.clone(), data_dir: node.dir.join("data") },
+        node: NodeSection {
+            name: node.name.clone(),
+            data_dir: node.dir.join("data"),
+        },
         cluster: ClusterSection {
             name: "lab".to_string(),
             timing: TimingProfile::Fast,
@@ -51,7 +54,10 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
             fault_cooldown_ms: None,
         },
         members,
-        api: ApiSection { listen: any_address(API_PORT), peer_listen: any_address(PEER_PORT) },
+        api: ApiSection {
+            listen: any_address(API_PORT),
+            peer_listen: any_address(PEER_PORT),
+        },
         floating_ip: None,
         volumes: Vec::new(),
         services: None,
@@ -116,8 +122,15 @@ mod tests {
         assert_eq!(floating.interface, "eth0");
         assert_eq!(parsed.volumes[0].device, Path::new("/dev/loop3"));
         let services = parsed.services.unwrap();
-        assert_eq!(services.start, ["/bin/sh", "/var/lib/mailherd-lab/n1/stack.sh", "start"]);
-        let check_names: Vec<&str> = parsed.checks.iter().map(|check| check.name.as_str()).collect();
+        assert_eq!(
+            services.start,
+            ["/bin/sh", "/var/lib/mailherd-lab/n1/stack.sh", "start"]
+        );
+        let check_names: Vec<&str> = parsed
+            .checks
+            .iter()
+            .map(|check| check.name.as_str())
+            .collect();
         assert_eq!(check_names, ["smtp", "imap"]);
         assert!(parsed.checks.iter().all(|check| check.critical));
     }
@@ -139,7 +152,11 @@ mod tests {
     fn banner_node_checks_smtp_only() {
         let state = lab(Stack::Banner);
         let config = node_config(&state, &state.nodes[1]).unwrap();
-        let check_names: Vec<&str> = config.checks.iter().map(|check| check.name.as_str()).collect();
+        let check_names: Vec<&str> = config
+            .checks
+            .iter()
+            .map(|check| check.name.as_str())
+            .collect();
         assert_eq!(check_names, ["smtp"]);
     }
 }

@@ -29,7 +29,8 @@ pub struct BannerOptions {
 
 /// Runs the banner server (in the background with `daemon`).
 pub fn run(options: BannerOptions) -> Result<()> {
-    let listener = TcpListener::bind(options.listen).with_context(|| format!("cannot listen on {}", options.listen))?;
+    let listener = TcpListener::bind(options.listen)
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
     if options.daemon {
         // SAFETY: called from main before any thread exists.
         match unsafe { nix::unistd::fork() }.context("cannot fork")? {
@@ -49,14 +50,22 @@ pub fn run(options: BannerOptions) -> Result<()> {
         std::fs::write(pidfile, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write {}", pidfile.display()))?;
     }
-    eprintln!("{} banner {} listening on {}", crate::probe::wall_clock(), options.name, options.listen);
+    eprintln!(
+        "{} banner {} listening on {}",
+        crate::probe::wall_clock(),
+        options.name,
+        options.listen
+    );
     serve(listener, &options.name)
 }
 
 /// Points stdin at /dev/null and stdout/stderr at the log (or /dev/null):
 /// the caller's pipes must not stay open in the daemon.
 fn detach_stdio(log: Option<&Path>) -> Result<()> {
-    let null = OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     let out = match log {
         Some(path) => OpenOptions::new().create(true).append(true).open(path)?,
         None => null.try_clone()?,
@@ -80,7 +89,10 @@ pub fn serve(listener: TcpListener, name: &str) -> Result<()> {
             }
             // Transient accept errors (EMFILE, ECONNABORTED): keep serving.
             Err(error) => {
-                eprintln!("{} banner: accept failed: {error}", crate::probe::wall_clock());
+                eprintln!(
+                    "{} banner: accept failed: {error}",
+                    crate::probe::wall_clock()
+                );
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
@@ -109,7 +121,11 @@ fn converse(stream: TcpStream, host: &str) -> std::io::Result<()> {
 
 /// The reply to one command line, and whether to close afterwards.
 fn reply_to(line: &str, host: &str) -> (String, bool) {
-    let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+    let verb = line
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
     match verb.as_str() {
         "EHLO" | "HELO" => (format!("250 {host}\r\n"), false),
         "QUIT" => (format!("221 {host} closing\r\n"), true),
@@ -128,7 +144,9 @@ mod tests {
         let address = listener.local_addr().unwrap();
         std::thread::spawn(move || serve(listener, "n2"));
         let mut stream = TcpStream::connect(address).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
@@ -145,6 +163,10 @@ mod tests {
             assert_eq!(line, expected, "reply to {command:?}");
         }
         let mut rest = Vec::new();
-        assert_eq!(reader.read_to_end(&mut rest).unwrap(), 0, "QUIT closes the connection");
+        assert_eq!(
+            reader.read_to_end(&mut rest).unwrap(),
+            0,
+            "QUIT closes the connection"
+        );
     }
 }

@@ -38,7 +38,10 @@ pub fn ip(args: &[&str]) -> Result<String> {
 }
 
 fn command_line(program: &str, args: &[&str]) -> String {
-    std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" ")
+    std::iter::once(program)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The last `lines` lines of a log file, or a note why there are none.
@@ -66,24 +69,69 @@ struct Requirement {
 }
 
 const BASE_REQUIREMENTS: &[Requirement] = &[
-    Requirement { what: "ip", package: "iproute2" },
-    Requirement { what: "losetup", package: "mount" },
-    Requirement { what: "mount", package: "mount" },
-    Requirement { what: "umount", package: "mount" },
-    Requirement { what: "unshare", package: "util-linux" },
-    Requirement { what: "mountpoint", package: "util-linux" },
-    Requirement { what: "mkfs.ext4", package: "e2fsprogs" },
+    Requirement {
+        what: "ip",
+        package: "iproute2",
+    },
+    Requirement {
+        what: "losetup",
+        package: "mount",
+    },
+    Requirement {
+        what: "mount",
+        package: "mount",
+    },
+    Requirement {
+        what: "umount",
+        package: "mount",
+    },
+    Requirement {
+        what: "unshare",
+        package: "util-linux",
+    },
+    Requirement {
+        what: "mountpoint",
+        package: "util-linux",
+    },
+    Requirement {
+        what: "mkfs.ext4",
+        package: "e2fsprogs",
+    },
 ];
 
 const MAIL_REQUIREMENTS: &[Requirement] = &[
-    Requirement { what: "/usr/sbin/postfix", package: "postfix" },
-    Requirement { what: "/usr/lib/postfix/sbin/master", package: "postfix" },
-    Requirement { what: "/usr/share/postfix/main.cf.debian", package: "postfix" },
-    Requirement { what: "/usr/share/postfix/master.cf.dist", package: "postfix" },
-    Requirement { what: "/etc/postfix/postfix-files", package: "postfix" },
-    Requirement { what: "/usr/sbin/dovecot", package: "dovecot-core" },
-    Requirement { what: "/usr/lib/dovecot/imap", package: "dovecot-imapd" },
-    Requirement { what: "/usr/lib/dovecot/imap-login", package: "dovecot-imapd" },
+    Requirement {
+        what: "/usr/sbin/postfix",
+        package: "postfix",
+    },
+    Requirement {
+        what: "/usr/lib/postfix/sbin/master",
+        package: "postfix",
+    },
+    Requirement {
+        what: "/usr/share/postfix/main.cf.debian",
+        package: "postfix",
+    },
+    Requirement {
+        what: "/usr/share/postfix/master.cf.dist",
+        package: "postfix",
+    },
+    Requirement {
+        what: "/etc/postfix/postfix-files",
+        package: "postfix",
+    },
+    Requirement {
+        what: "/usr/sbin/dovecot",
+        package: "dovecot-core",
+    },
+    Requirement {
+        what: "/usr/lib/dovecot/imap",
+        package: "dovecot-imapd",
+    },
+    Requirement {
+        what: "/usr/lib/dovecot/imap-login",
+        package: "dovecot-imapd",
+    },
 ];
 
 /// Finds `program` in PATH (and the sbin directories, which a non-login
@@ -98,7 +146,9 @@ pub fn which(program: &str) -> Option<PathBuf> {
 
 pub fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Checks that we are root and that every tool of `stack` is installed;
@@ -120,7 +170,10 @@ pub fn preflight(stack: Stack) -> Result<()> {
             which(requirement.what).is_some()
         };
         if !present {
-            missing.push(format!("{} (Debian package {})", requirement.what, requirement.package));
+            missing.push(format!(
+                "{} (Debian package {})",
+                requirement.what, requirement.package
+            ));
             if !packages.contains(&requirement.package) {
                 packages.push(requirement.package);
             }
@@ -144,7 +197,10 @@ pub fn preflight(stack: Stack) -> Result<()> {
 pub fn resolve_agent_bin(explicit: Option<&Path>) -> Result<PathBuf> {
     let path = match explicit {
         Some(path) => path.to_path_buf(),
-        None => lab_bin()?.parent().context("this executable has no parent directory")?.join("mailherd"),
+        None => lab_bin()?
+            .parent()
+            .context("this executable has no parent directory")?
+            .join("mailherd"),
     };
     if !is_executable(&path) {
         bail!(
@@ -153,7 +209,8 @@ pub fn resolve_agent_bin(explicit: Option<&Path>) -> Result<PathBuf> {
             path.display()
         );
     }
-    path.canonicalize().with_context(|| format!("cannot resolve {}", path.display()))
+    path.canonicalize()
+        .with_context(|| format!("cannot resolve {}", path.display()))
 }
 
 /// This executable (nodes run `node-init` and `banner` from it).

@@ -16,26 +16,38 @@ pub struct Response {
 
 /// `GET path` on `address`, with `timeout` for connecting and for each read.
 pub fn get(address: SocketAddr, path: &str, timeout: Duration) -> Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&address, timeout).with_context(|| format!("cannot connect to {address}"))?;
+    let mut stream = TcpStream::connect_timeout(&address, timeout)
+        .with_context(|| format!("cannot connect to {address}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAccept: application/json\r\n\r\n").as_bytes())?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).with_context(|| format!("reading the answer of {address}{path}"))?;
+    stream
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading the answer of {address}{path}"))?;
     parse_response(&raw).with_context(|| format!("bad HTTP answer from {address}{path}"))
 }
 
 fn parse_response(raw: &[u8]) -> Result<Response> {
-    let split = raw.windows(4).position(|window| window == b"\r\n\r\n").context("no end of headers")?;
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .context("no end of headers")?;
     let head = std::str::from_utf8(&raw[..split]).context("headers are not UTF-8")?;
     let mut body = raw[split + 4..].to_vec();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().context("empty answer")?;
-    let status: u16 = status_line.split_whitespace().nth(1).and_then(|code| code.parse().ok()).context("no status code")?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("no status code")?;
     let mut chunked = false;
     let mut content_length = None;
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
             chunked = true;
@@ -47,19 +59,33 @@ fn parse_response(raw: &[u8]) -> Result<Response> {
         body = decode_chunked(&body)?;
     } else if let Some(length) = content_length {
         if body.len() < length {
-            bail!("the body is shorter ({}) than its Content-Length ({length})", body.len());
+            bail!(
+                "the body is shorter ({}) than its Content-Length ({length})",
+                body.len()
+            );
         }
         body.truncate(length);
     }
-    Ok(Response { status, body: String::from_utf8_lossy(&body).into_owned() })
+    Ok(Response {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 fn decode_chunked(mut data: &[u8]) -> Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
-        let line_end = data.windows(2).position(|window| window == b"\r\n").context("truncated chunk size")?;
-        let size_text = std::str::from_utf8(&data[..line_end])?.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).with_context(|| format!("bad chunk size {size_text:?}"))?;
+        let line_end = data
+            .windows(2)
+            .position(|window| window == b"\r\n")
+            .context("truncated chunk size")?;
+        let size_text = std::str::from_utf8(&data[..line_end])?
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .with_context(|| format!("bad chunk size {size_text:?}"))?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Ok(body);
@@ -78,7 +104,9 @@ mod tests {
 
     #[test]
     fn reads_plain_and_chunked_bodies() {
-        let plain = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\n{\"role\":\"m\"}\n").unwrap();
+        let plain =
+            parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\n{\"role\":\"m\"}\n")
+                .unwrap();
         assert_eq!(plain.status, 200);
         assert_eq!(plain.body, "{\"role\":\"m\"}\n");
         let chunked =

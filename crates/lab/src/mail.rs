@@ -20,8 +20,14 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// the server's final reply (e.g. `250 2.0.0 Ok: queued as 4ABC`).
 pub fn send(server: SocketAddr, to: &str, subject: &str, body: &str) -> Result<String> {
     let message = Message::builder()
-        .from("mailherd-lab <lab@client.lab.test>".parse().context("bad sender address")?)
-        .to(to.parse().with_context(|| format!("bad recipient address {to}"))?)
+        .from(
+            "mailherd-lab <lab@client.lab.test>"
+                .parse()
+                .context("bad sender address")?,
+        )
+        .to(to
+            .parse()
+            .with_context(|| format!("bad recipient address {to}"))?)
         .subject(subject)
         .message_id(None)
         .body(body.to_string())
@@ -31,8 +37,14 @@ pub fn send(server: SocketAddr, to: &str, subject: &str, body: &str) -> Result<S
         .hello_name(ClientId::Domain("client.lab.test".to_string()))
         .timeout(Some(TIMEOUT))
         .build();
-    let response = transport.send(&message).with_context(|| format!("SMTP to {server} failed"))?;
-    Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" ")))
+    let response = transport
+        .send(&message)
+        .with_context(|| format!("SMTP to {server} failed"))?;
+    Ok(format!(
+        "{} {}",
+        response.code(),
+        response.message().collect::<Vec<_>>().join(" ")
+    ))
 }
 
 /// One message of the mailbox as `mail list` shows it.
@@ -45,24 +57,40 @@ pub struct ListedMessage {
 
 /// Logs in to `server` and returns the Subject of every message in INBOX.
 pub fn list_subjects(server: SocketAddr, user: &str, password: &str) -> Result<Vec<ListedMessage>> {
-    let stream = TcpStream::connect_timeout(&server, TIMEOUT).with_context(|| format!("cannot connect to IMAP {server}"))?;
+    let stream = TcpStream::connect_timeout(&server, TIMEOUT)
+        .with_context(|| format!("cannot connect to IMAP {server}"))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
-    let mut client = ImapClient { reader: BufReader::new(stream.try_clone()?), writer: stream, next_tag: 1 };
+    let mut client = ImapClient {
+        reader: BufReader::new(stream.try_clone()?),
+        writer: stream,
+        next_tag: 1,
+    };
     let greeting = client.read_item()?;
     if !greeting.starts_with(b"* OK") {
-        bail!("IMAP {server} greeted with {:?}", String::from_utf8_lossy(&greeting));
+        bail!(
+            "IMAP {server} greeted with {:?}",
+            String::from_utf8_lossy(&greeting)
+        );
     }
     client
         .command(&format!("LOGIN {} {}", quote(user), quote(password)))
         .with_context(|| format!("IMAP login as {user} failed"))?;
     let select = client.command("SELECT INBOX")?;
-    let exists = select.iter().find_map(|item| parse_exists(item)).unwrap_or(0);
+    let exists = select
+        .iter()
+        .find_map(|item| parse_exists(item))
+        .unwrap_or(0);
     let messages = if exists == 0 {
         Vec::new()
     } else {
-        let fetched = client.command(&format!("FETCH 1:{exists} (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])"))?;
-        fetched.iter().filter_map(|item| parse_fetch(item)).collect()
+        let fetched = client.command(&format!(
+            "FETCH 1:{exists} (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])"
+        ))?;
+        fetched
+            .iter()
+            .filter_map(|item| parse_fetch(item))
+            .collect()
     };
     let _ = client.command("LOGOUT");
     Ok(messages)
@@ -80,7 +108,8 @@ impl ImapClient {
     fn command(&mut self, command: &str) -> Result<Vec<Vec<u8>>> {
         let tag = format!("a{}", self.next_tag);
         self.next_tag += 1;
-        self.writer.write_all(format!("{tag} {command}\r\n").as_bytes())?;
+        self.writer
+            .write_all(format!("{tag} {command}\r\n").as_bytes())?;
         let mut untagged = Vec::new();
         loop {
             let item = self.read_item()?;
@@ -89,7 +118,10 @@ impl ImapClient {
                     return Ok(untagged);
                 }
                 let verb = command.split_whitespace().next().unwrap_or(command);
-                bail!("IMAP {verb} failed: {}", String::from_utf8_lossy(rest).trim_end());
+                bail!(
+                    "IMAP {verb} failed: {}",
+                    String::from_utf8_lossy(rest).trim_end()
+                );
             }
             untagged.push(item);
         }
@@ -118,7 +150,9 @@ impl ImapClient {
 
 /// `N` when `line` ends with an IMAP literal announcement `{N}\r\n`.
 fn literal_length(line: &[u8]) -> Option<usize> {
-    let text = std::str::from_utf8(line).ok()?.trim_end_matches(['\r', '\n']);
+    let text = std::str::from_utf8(line)
+        .ok()?
+        .trim_end_matches(['\r', '\n']);
     let open = text.strip_suffix('}')?.rfind('{')?;
     text[open + 1..text.len() - 1].parse().ok()
 }
@@ -134,7 +168,10 @@ fn parse_exists(item: &[u8]) -> Option<u32> {
     let mut words = text.split_whitespace();
     (words.next()? == "*").then_some(())?;
     let count = words.next()?.parse().ok()?;
-    words.next()?.eq_ignore_ascii_case("EXISTS").then_some(count)
+    words
+        .next()?
+        .eq_ignore_ascii_case("EXISTS")
+        .then_some(count)
 }
 
 /// A `* N FETCH (UID u BODY[HEADER.FIELDS (SUBJECT)] {n}\r\nSubject: ...)` item.
@@ -146,15 +183,24 @@ fn parse_fetch(item: &[u8]) -> Option<ListedMessage> {
     if !words.next()?.eq_ignore_ascii_case("FETCH") {
         return None;
     }
-    let uid = text
-        .split_once("UID ")
-        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
-    Some(ListedMessage { seq, uid, subject: subject_header(&text).unwrap_or_default() })
+    let uid = text.split_once("UID ").and_then(|(_, rest)| {
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    });
+    Some(ListedMessage {
+        seq,
+        uid,
+        subject: subject_header(&text).unwrap_or_default(),
+    })
 }
 
 /// The unfolded value of the Subject header in `text`.
 fn subject_header(text: &str) -> Option<String> {
-    let mut lines = text.split("\r\n").skip_while(|line| !line.to_ascii_lowercase().starts_with("subject:"));
+    let mut lines = text
+        .split("\r\n")
+        .skip_while(|line| !line.to_ascii_lowercase().starts_with("subject:"));
     let first = lines.next()?;
     let mut value = first["subject:".len()..].trim().to_string();
     for continuation in lines.take_while(|line| line.starts_with([' ', '\t'])) {
@@ -171,13 +217,23 @@ mod tests {
 
     #[test]
     fn parses_literals_exists_and_fetch_items() {
-        assert_eq!(literal_length(b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {19}\r\n"), Some(19));
+        assert_eq!(
+            literal_length(b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {19}\r\n"),
+            Some(19)
+        );
         assert_eq!(literal_length(b"* 1 EXISTS\r\n"), None);
         assert_eq!(parse_exists(b"* 3 EXISTS\r\n"), Some(3));
         assert_eq!(parse_exists(b"* 3 RECENT\r\n"), None);
         let item = b"* 2 FETCH (UID 7 BODY[HEADER.FIELDS (SUBJECT)] {36}\r\nSubject: a long\r\n subject folded\r\n\r\n)\r\n";
         let message = parse_fetch(item).unwrap();
-        assert_eq!(message, ListedMessage { seq: 2, uid: Some(7), subject: "a long subject folded".to_string() });
+        assert_eq!(
+            message,
+            ListedMessage {
+                seq: 2,
+                uid: Some(7),
+                subject: "a long subject folded".to_string()
+            }
+        );
     }
 
     #[test]
@@ -202,7 +258,10 @@ mod tests {
                 assert_eq!(line, expected);
                 writer.write_all(reply).unwrap();
             };
-            expect("a1 LOGIN \"alice@lab.test\" \"pw\"\r\n", b"a1 OK Logged in\r\n");
+            expect(
+                "a1 LOGIN \"alice@lab.test\" \"pw\"\r\n",
+                b"a1 OK Logged in\r\n",
+            );
             expect("a2 SELECT INBOX\r\n", b"* FLAGS (\\Seen)\r\n* 2 EXISTS\r\n* 0 RECENT\r\na2 OK [READ-WRITE] Select completed\r\n");
             expect(
                 "a3 FETCH 1:2 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n",
@@ -214,7 +273,10 @@ mod tests {
         });
         let messages = list_subjects(address, "alice@lab.test", "pw").unwrap();
         server.join().unwrap();
-        let subjects: Vec<&str> = messages.iter().map(|message| message.subject.as_str()).collect();
+        let subjects: Vec<&str> = messages
+            .iter()
+            .map(|message| message.subject.as_str())
+            .collect();
         assert_eq!(subjects, ["first", "second"]);
         assert_eq!(messages[1].uid, Some(2));
     }
@@ -230,7 +292,9 @@ mod tests {
             writer.write_all(b"* OK ready\r\n").unwrap();
             let mut line = String::new();
             reader.read_line(&mut line).unwrap();
-            writer.write_all(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n").unwrap();
+            writer
+                .write_all(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+                .unwrap();
         });
         let error = list_subjects(address, "alice@lab.test", "wrong").unwrap_err();
         let message = format!("{error:#}");

@@ -52,7 +52,11 @@ use crate::commands::up::Cloud;
 use crate::state::Stack;
 
 #[derive(Parser)]
-#[command(name = "mailherd-lab", version, about = "A real multi-node mailherd cluster on one Linux machine (needs root)")]
+#[command(
+    name = "mailherd-lab",
+    version,
+    about = "A real multi-node mailherd cluster on one Linux machine (needs root)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -117,6 +121,13 @@ enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+    },
+    /// Run a command inside a node (its network, mount and PID namespaces).
+    Exec {
+        node: String,
+        /// The command (default: /bin/sh).
+        #[arg(last = true)]
+        command: Vec<String>,
     },
     /// Send to or list the lab mailbox over the floating IP (`--stack mail`).
     Mail {
@@ -187,28 +198,49 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     let ms = Duration::from_millis;
     match command {
-        Command::Up { nodes, witness, stack, cloud, agent_bin, wait_secs, keep_on_failure } => {
-            commands::up::run(commands::up::UpOptions {
-                nodes,
-                witnesses: witness,
-                stack,
-                cloud,
-                agent_bin,
-                wait: Duration::from_secs(wait_secs),
-                keep_on_failure,
-            })
-        }
+        Command::Up {
+            nodes,
+            witness,
+            stack,
+            cloud,
+            agent_bin,
+            wait_secs,
+            keep_on_failure,
+        } => commands::up::run(commands::up::UpOptions {
+            nodes,
+            witnesses: witness,
+            stack,
+            cloud,
+            agent_bin,
+            wait: Duration::from_secs(wait_secs),
+            keep_on_failure,
+        }),
         Command::Status { json } => commands::status::run(json),
         Command::Fail { node, mode } => commands::fault::fail(&node, mode),
         Command::Heal { node } => commands::fault::heal(node.as_deref()),
         Command::Down => commands::down::run(),
         Command::Probe { timeout_ms } => commands::client::probe(ms(timeout_ms)),
-        Command::Watch { interval_ms, duration_ms, timeout_ms, json } => {
-            commands::client::watch(ms(interval_ms), ms(duration_ms), ms(timeout_ms), json)
-        }
-        Command::Mail { command: MailCommand::Send { subject, body } } => commands::client::send(&subject, body.as_deref()),
-        Command::Mail { command: MailCommand::List { json } } => commands::client::list(json),
-        Command::NodeInit { node, dir, agent_bin, config, stack, agent_restart_delay_ms } => node::node_init(node::NodeInit {
+        Command::Watch {
+            interval_ms,
+            duration_ms,
+            timeout_ms,
+            json,
+        } => commands::client::watch(ms(interval_ms), ms(duration_ms), ms(timeout_ms), json),
+        Command::Exec { node, command } => commands::exec::run(&node, &command),
+        Command::Mail {
+            command: MailCommand::Send { subject, body },
+        } => commands::client::send(&subject, body.as_deref()),
+        Command::Mail {
+            command: MailCommand::List { json },
+        } => commands::client::list(json),
+        Command::NodeInit {
+            node,
+            dir,
+            agent_bin,
+            config,
+            stack,
+            agent_restart_delay_ms,
+        } => node::node_init(node::NodeInit {
             node,
             dir,
             agent_bin,
@@ -216,8 +248,18 @@ fn run(command: Command) -> anyhow::Result<()> {
             stack,
             agent_restart_delay: ms(agent_restart_delay_ms),
         }),
-        Command::Banner { listen, name, pidfile, log, daemon } => {
-            banner::run(banner::BannerOptions { listen, name, pidfile, log, daemon })
-        }
+        Command::Banner {
+            listen,
+            name,
+            pidfile,
+            log,
+            daemon,
+        } => banner::run(banner::BannerOptions {
+            listen,
+            name,
+            pidfile,
+            log,
+            daemon,
+        }),
     }
 }

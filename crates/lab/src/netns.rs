@@ -64,7 +64,15 @@ pub fn delete(name: &str) -> Result<()> {
 /// Creates the switch namespace and its bridge.
 pub fn create_switch() -> Result<()> {
     add(SWITCH_NAMESPACE)?;
-    ip(&["-n", SWITCH_NAMESPACE, "link", "add", BRIDGE, "type", "bridge"])?;
+    ip(&[
+        "-n",
+        SWITCH_NAMESPACE,
+        "link",
+        "add",
+        BRIDGE,
+        "type",
+        "bridge",
+    ])?;
     ip(&["-n", SWITCH_NAMESPACE, "link", "set", BRIDGE, "up"])?;
     Ok(())
 }
@@ -74,10 +82,30 @@ pub fn create_switch() -> Result<()> {
 pub fn create_attached(name: &str, switch_veth: &str, address: Ipv4Addr) -> Result<()> {
     add(name)?;
     ip(&[
-        "link", "add", switch_veth, "netns", SWITCH_NAMESPACE, "type", "veth", "peer", "name", NODE_INTERFACE, "netns", name,
+        "link",
+        "add",
+        switch_veth,
+        "netns",
+        SWITCH_NAMESPACE,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        NODE_INTERFACE,
+        "netns",
+        name,
     ])
     .with_context(|| format!("cannot create the veth pair of {name}"))?;
-    ip(&["-n", SWITCH_NAMESPACE, "link", "set", switch_veth, "master", BRIDGE, "up"])?;
+    ip(&[
+        "-n",
+        SWITCH_NAMESPACE,
+        "link",
+        "set",
+        switch_veth,
+        "master",
+        BRIDGE,
+        "up",
+    ])?;
     configure_interface(name, address)
 }
 
@@ -85,7 +113,15 @@ pub fn create_attached(name: &str, switch_veth: &str, address: Ipv4Addr) -> Resu
 /// a floating IP a powered-off node still had) and brings it up.
 pub fn configure_interface(name: &str, address: Ipv4Addr) -> Result<()> {
     ip(&["-n", name, "address", "flush", "dev", NODE_INTERFACE])?;
-    ip(&["-n", name, "address", "add", &format!("{address}/{PREFIX_LEN}"), "dev", NODE_INTERFACE])?;
+    ip(&[
+        "-n",
+        name,
+        "address",
+        "add",
+        &format!("{address}/{PREFIX_LEN}"),
+        "dev",
+        NODE_INTERFACE,
+    ])?;
     ip(&["-n", name, "link", "set", NODE_INTERFACE, "up"])?;
     Ok(())
 }
@@ -103,9 +139,24 @@ pub fn unplug(name: &str, switch_veth: &str) -> Result<()> {
 /// the node is partitioned.
 pub fn plug(switch_veth: &str, partitioned: bool) -> Result<()> {
     if partitioned {
-        ip(&["-n", SWITCH_NAMESPACE, "link", "set", switch_veth, "nomaster"])?;
+        ip(&[
+            "-n",
+            SWITCH_NAMESPACE,
+            "link",
+            "set",
+            switch_veth,
+            "nomaster",
+        ])?;
     } else {
-        ip(&["-n", SWITCH_NAMESPACE, "link", "set", switch_veth, "master", BRIDGE])?;
+        ip(&[
+            "-n",
+            SWITCH_NAMESPACE,
+            "link",
+            "set",
+            switch_veth,
+            "master",
+            BRIDGE,
+        ])?;
     }
     ip(&["-n", SWITCH_NAMESPACE, "link", "set", switch_veth, "up"])?;
     Ok(())
@@ -113,18 +164,42 @@ pub fn plug(switch_veth: &str, partitioned: bool) -> Result<()> {
 
 /// Cuts a node off every other namespace: its veth stays up but leaves the bridge.
 pub fn detach_from_bridge(switch_veth: &str) -> Result<()> {
-    ip(&["-n", SWITCH_NAMESPACE, "link", "set", switch_veth, "nomaster"])?;
+    ip(&[
+        "-n",
+        SWITCH_NAMESPACE,
+        "link",
+        "set",
+        switch_veth,
+        "nomaster",
+    ])?;
     Ok(())
 }
 
 pub fn attach_to_bridge(switch_veth: &str) -> Result<()> {
-    ip(&["-n", SWITCH_NAMESPACE, "link", "set", switch_veth, "master", BRIDGE])?;
+    ip(&[
+        "-n",
+        SWITCH_NAMESPACE,
+        "link",
+        "set",
+        switch_veth,
+        "master",
+        BRIDGE,
+    ])?;
     Ok(())
 }
 
 /// The IPv4 addresses on `eth0` inside namespace `name`.
 pub fn interface_addresses(name: &str) -> Result<Vec<Ipv4Addr>> {
-    let output = ip(&["-n", name, "-4", "-o", "address", "show", "dev", NODE_INTERFACE])?;
+    let output = ip(&[
+        "-n",
+        name,
+        "-4",
+        "-o",
+        "address",
+        "show",
+        "dev",
+        NODE_INTERFACE,
+    ])?;
     Ok(output
         .lines()
         .filter_map(|line| {
@@ -138,16 +213,23 @@ pub fn interface_addresses(name: &str) -> Result<Vec<Ipv4Addr>> {
 /// The host PIDs of every process whose network namespace is `name`
 /// (what `ip netns pids` prints).
 pub fn pids(name: &str) -> Result<Vec<i32>> {
-    let target = std::fs::metadata(handle(name)).with_context(|| format!("namespace {name} does not exist"))?;
+    let target = std::fs::metadata(handle(name))
+        .with_context(|| format!("namespace {name} does not exist"))?;
     let own_pid = std::process::id() as i32;
     let mut found = BTreeSet::new();
     for entry in std::fs::read_dir("/proc").context("cannot list /proc")? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+        else {
             continue;
         };
         // A process may exit while we look: skip it.
-        let Ok(meta) = std::fs::metadata(entry.path().join("ns/net")) else { continue };
+        let Ok(meta) = std::fs::metadata(entry.path().join("ns/net")) else {
+            continue;
+        };
         if meta.ino() == target.ino() && meta.dev() == target.dev() && pid != own_pid {
             found.insert(pid);
         }
@@ -158,7 +240,8 @@ pub fn pids(name: &str) -> Result<Vec<i32>> {
 /// Moves the calling thread into namespace `name`. Only call this on a
 /// thread dedicated to the namespace (see [`run_in`]).
 pub fn enter_on_this_thread(name: &str) -> Result<()> {
-    let file = File::open(handle(name)).with_context(|| format!("namespace {name} does not exist"))?;
+    let file =
+        File::open(handle(name)).with_context(|| format!("namespace {name} does not exist"))?;
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("cannot enter network namespace {name}"))?;
     Ok(())
@@ -173,6 +256,10 @@ pub fn run_in<T: Send>(name: &str, work: impl FnOnce() -> Result<T> + Send) -> R
                 work()
             })
             .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("a thread working in namespace {name} panicked")))
+            .unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "a thread working in namespace {name} panicked"
+                ))
+            })
     })
 }

@@ -44,7 +44,15 @@ pub fn boot(state: &LabState, node: &NodeState) -> Result<()> {
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", &node.namespace])
-        .args(["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private"])
+        .args([
+            "unshare",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+        ])
         .arg(&state.lab_bin)
         .args(["node-init", "--node", &node.name, "--dir"])
         .arg(&node.dir)
@@ -68,7 +76,9 @@ pub fn boot(state: &LabState, node: &NodeState) -> Result<()> {
             Ok(())
         });
     }
-    let mut child = command.spawn().with_context(|| format!("cannot start node {}", node.name))?;
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start node {}", node.name))?;
     wait_for_init(node, &mut child)
 }
 
@@ -97,7 +107,9 @@ fn wait_for_init(node: &NodeState, child: &mut Child) -> Result<()> {
 /// inside the node), if it runs.
 pub fn init_pid(namespace: &str) -> Result<Option<i32>> {
     for pid in crate::netns::pids(namespace)? {
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
         if is_namespace_init(&status) {
             return Ok(Some(pid));
         }
@@ -120,10 +132,14 @@ fn is_namespace_init(status: &str) -> bool {
 /// True when `mount_point` is mounted in the node's mount namespace (read
 /// through its init's `/proc/PID/mountinfo`).
 pub fn has_mount(namespace: &str, mount_point: &Path) -> Result<bool> {
-    let Some(init) = init_pid(namespace)? else { return Ok(false) };
+    let Some(init) = init_pid(namespace)? else {
+        return Ok(false);
+    };
     let mountinfo = std::fs::read_to_string(format!("/proc/{init}/mountinfo"))?;
     let wanted = mount_point.to_string_lossy();
-    Ok(mountinfo.lines().any(|line| line.split(' ').nth(4) == Some(wanted.as_ref())))
+    Ok(mountinfo
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_ref())))
 }
 
 /// Cuts the node's power: SIGKILL to every process of the node at once (the
@@ -182,15 +198,20 @@ fn wait_until_empty(name: &str, timeout: Duration) -> Result<()> {
 pub fn kill_stack(state: &LabState, node: &NodeState) -> Result<Vec<i32>> {
     let mut killed = Vec::new();
     for pid in crate::netns::pids(&node.namespace)? {
-        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { continue };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let argv: Vec<String> = cmdline
             .split(|byte| *byte == 0)
             .filter(|arg| !arg.is_empty())
             .map(|arg| String::from_utf8_lossy(arg).into_owned())
             .collect();
         if crate::stack::is_main_process(state.stack, &exe, &argv) {
-            kill(Pid::from_raw(pid), Signal::SIGKILL).with_context(|| format!("cannot kill process {pid}"))?;
+            kill(Pid::from_raw(pid), Signal::SIGKILL)
+                .with_context(|| format!("cannot kill process {pid}"))?;
             killed.push(pid);
         }
     }
@@ -220,11 +241,17 @@ pub fn node_init(init: NodeInit) -> Result<()> {
     loop {
         match waitpid(None::<Pid>, None) {
             Ok(WaitStatus::Exited(pid, code)) if Some(pid) == agent => {
-                log(&init.node, &format!("agent (pid {pid}) exited with status {code}"));
+                log(
+                    &init.node,
+                    &format!("agent (pid {pid}) exited with status {code}"),
+                );
                 agent = None;
             }
             Ok(WaitStatus::Signaled(pid, signal, _)) if Some(pid) == agent => {
-                log(&init.node, &format!("agent (pid {pid}) was killed by {signal}"));
+                log(
+                    &init.node,
+                    &format!("agent (pid {pid}) was killed by {signal}"),
+                );
                 agent = None;
             }
             Ok(_) => {}
@@ -240,18 +267,33 @@ pub fn node_init(init: NodeInit) -> Result<()> {
 }
 
 fn log(node: &str, message: &str) {
-    eprintln!("{} node-init[{node}]: {message}", crate::probe::wall_clock());
+    eprintln!(
+        "{} node-init[{node}]: {message}",
+        crate::probe::wall_clock()
+    );
 }
 
 fn make_private_mounts(init: &NodeInit) -> Result<()> {
     // Nothing the node mounts may leak to the host or other nodes.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .context("cannot make the node's mounts private")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("cannot make the node's mounts private")?;
     // Like /run: pid files and sockets vanish with the node.
     let run = init.dir.join("run");
     std::fs::create_dir_all(&run)?;
-    mount(Some("tmpfs"), &run, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))
-        .with_context(|| format!("cannot mount a tmpfs on {}", run.display()))?;
+    mount(
+        Some("tmpfs"),
+        &run,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )
+    .with_context(|| format!("cannot mount a tmpfs on {}", run.display()))?;
     std::fs::create_dir_all(run.join("dovecot"))?;
     if let Some(stack) = init.stack {
         for (source, target) in crate::stack::node_mounts(stack, &init.dir) {
@@ -262,35 +304,57 @@ fn make_private_mounts(init: &NodeInit) -> Result<()> {
 }
 
 fn bind(source: &Path, target: &Path) -> Result<()> {
-    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .with_context(|| format!("cannot bind-mount {} over {}", source.display(), target.display()))
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| {
+        format!(
+            "cannot bind-mount {} over {}",
+            source.display(),
+            target.display()
+        )
+    })
 }
 
 /// Starts the agent with its output appended to `<node>/agent.log`; a failure
 /// is logged and retried after the restart delay.
 fn spawn_agent(init: &NodeInit) -> Option<Pid> {
     let log_path = init.dir.join("agent.log");
-    let spawned = OpenOptions::new().create(true).append(true).open(&log_path).and_then(|log| {
-        Command::new(&init.agent_bin)
-            .arg("agent")
-            .arg("--config")
-            .arg(&init.config)
-            .env("RUST_LOG", "info")
-            // The log is a file: no terminal colour codes in it.
-            .env("NO_COLOR", "1")
-            .current_dir(&init.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-    });
+    let spawned = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .and_then(|log| {
+            Command::new(&init.agent_bin)
+                .arg("agent")
+                .arg("--config")
+                .arg(&init.config)
+                .env("RUST_LOG", "info")
+                // The log is a file: no terminal colour codes in it.
+                .env("NO_COLOR", "1")
+                .current_dir(&init.dir)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+        });
     match spawned {
         Ok(child) => {
             log(&init.node, &format!("agent started (pid {})", child.id()));
             Some(Pid::from_raw(child.id() as i32))
         }
         Err(error) => {
-            log(&init.node, &format!("cannot start the agent {}: {error}", init.agent_bin.display()));
+            log(
+                &init.node,
+                &format!(
+                    "cannot start the agent {}: {error}",
+                    init.agent_bin.display()
+                ),
+            );
             None
         }
     }

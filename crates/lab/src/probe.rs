@@ -5,6 +5,7 @@
 //! client sees changes: a new banner (which names the serving node) or an
 //! outage with its cause, and how long each outage lasted.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,7 +18,9 @@ use serde_json::json;
 pub fn read_banner(address: SocketAddr, timeout: Duration) -> std::result::Result<String, String> {
     let started = Instant::now();
     let mut stream = TcpStream::connect_timeout(&address, timeout).map_err(describe)?;
-    let remaining = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+    let remaining = timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(1));
     stream.set_read_timeout(Some(remaining)).map_err(describe)?;
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -74,62 +77,163 @@ enum Seen {
     Outage(String),
 }
 
-/// Probes every `interval` for `duration`, writing each change to `out`.
+/// One finished probe.
+struct ProbeResult {
+    /// Position in the probe schedule: results are reported in this order.
+    tick: u32,
+    probed_at: Instant,
+    wall_clock: String,
+    seen: Seen,
+}
+
+/// Starts a probe every `interval` for `duration`, writing each change of
+/// what the client sees to `out`.
+///
+/// Probes start on schedule even while earlier ones still wait for their
+/// timeout (each runs on its own thread): a probe stuck on an address that
+/// moved must not blur when the first banner of the new master came. The
+/// results are reported in schedule order.
 pub fn watch(options: &WatchOptions, out: &mut impl Write) -> Result<WatchSummary> {
     let started = Instant::now();
-    let mut summary = WatchSummary::default();
-    let mut last: Option<Seen> = None;
-    let mut outage_started: Option<Instant> = None;
-    let mut tick = 0u32;
-    while started.elapsed() < options.duration {
-        let probed_at = Instant::now();
-        let wall_clock_at_probe = wall_clock();
-        let seen = match read_banner(options.address, options.timeout) {
-            Ok(banner) if is_ready_banner(&banner) => Seen::Banner(banner),
-            Ok(other) => Seen::Outage(format!("not ready: {other}")),
-            Err(reason) => Seen::Outage(reason),
-        };
-        summary.probes += 1;
-        let elapsed_ms = probed_at.duration_since(started).as_millis() as u64;
-        if last.as_ref() != Some(&seen) {
-            summary.changes += 1;
-            let outage_ms = match (&seen, outage_started) {
-                (Seen::Banner(_), Some(since)) => Some(probed_at.duration_since(since).as_millis() as u64),
-                _ => None,
+    let mut report = ChangeReport::new(started, options.json);
+    let (sender, receiver) = std::sync::mpsc::channel::<ProbeResult>();
+    std::thread::scope(|scope| -> Result<()> {
+        let mut scheduled = 0u32;
+        let mut finished: BTreeMap<u32, ProbeResult> = BTreeMap::new();
+        let mut next_to_report = 0u32;
+        loop {
+            let next_start = started + options.interval * scheduled;
+            let scheduling = next_start.duration_since(started) < options.duration;
+            if scheduling && Instant::now() >= next_start {
+                let sender = sender.clone();
+                let (address, timeout, tick) = (options.address, options.timeout, scheduled);
+                // Threads inherit the network namespace of the thread that
+                // spawns them, so the probes run where `watch` runs.
+                scope.spawn(move || {
+                    let probed_at = Instant::now();
+                    let wall_clock = wall_clock();
+                    let seen = match read_banner(address, timeout) {
+                        Ok(banner) if is_ready_banner(&banner) => Seen::Banner(banner),
+                        Ok(other) => Seen::Outage(format!("not ready: {other}")),
+                        Err(reason) => Seen::Outage(reason),
+                    };
+                    let _ = sender.send(ProbeResult {
+                        tick,
+                        probed_at,
+                        wall_clock,
+                        seen,
+                    });
+                });
+                scheduled += 1;
+                continue;
+            }
+            while let Some(result) = finished.remove(&next_to_report) {
+                report.record(out, result)?;
+                next_to_report += 1;
+            }
+            if !scheduling && next_to_report == scheduled {
+                return Ok(());
+            }
+            let wait = if scheduling {
+                next_start.saturating_duration_since(Instant::now())
+            } else {
+                options.timeout + Duration::from_secs(1)
             };
-            if let Some(ms) = outage_ms {
-                summary.longest_outage_ms = summary.longest_outage_ms.max(ms);
-                outage_started = None;
+            match receiver.recv_timeout(wait) {
+                Ok(result) => {
+                    finished.insert(result.tick, result);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
             }
-            if matches!(seen, Seen::Outage(_)) && outage_started.is_none() {
-                outage_started = Some(probed_at);
-            }
-            print_change(out, options.json, &wall_clock_at_probe, elapsed_ms, &seen, outage_ms)?;
-            last = Some(seen);
         }
-        tick += 1;
-        let next = started + options.interval * tick;
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
+    })?;
+    report.finish(out)
+}
+
+/// Turns probe results, in schedule order, into change lines and a summary.
+struct ChangeReport {
+    started: Instant,
+    json: bool,
+    summary: WatchSummary,
+    last: Option<Seen>,
+    /// When the current outage began (first failed probe after a banner).
+    outage_started: Option<Instant>,
+}
+
+impl ChangeReport {
+    fn new(started: Instant, json: bool) -> ChangeReport {
+        ChangeReport {
+            started,
+            json,
+            summary: WatchSummary::default(),
+            last: None,
+            outage_started: None,
         }
     }
-    if let Some(since) = outage_started {
-        summary.longest_outage_ms = summary.longest_outage_ms.max(since.elapsed().as_millis() as u64);
-    }
-    if options.json {
-        writeln!(
+
+    fn record(&mut self, out: &mut impl Write, result: ProbeResult) -> Result<()> {
+        self.summary.probes += 1;
+        if self.last.as_ref() == Some(&result.seen) {
+            return Ok(());
+        }
+        self.summary.changes += 1;
+        let outage_ms = match (&result.seen, self.outage_started) {
+            (Seen::Banner(_), Some(since)) => Some(
+                result
+                    .probed_at
+                    .saturating_duration_since(since)
+                    .as_millis() as u64,
+            ),
+            _ => None,
+        };
+        if let Some(ms) = outage_ms {
+            self.summary.longest_outage_ms = self.summary.longest_outage_ms.max(ms);
+            self.outage_started = None;
+        }
+        if matches!(result.seen, Seen::Outage(_)) && self.outage_started.is_none() {
+            self.outage_started = Some(result.probed_at);
+        }
+        let elapsed_ms = result
+            .probed_at
+            .saturating_duration_since(self.started)
+            .as_millis() as u64;
+        print_change(
             out,
-            "{}",
-            json!({"summary": {"probes": summary.probes, "changes": summary.changes, "longest_outage_ms": summary.longest_outage_ms}})
+            self.json,
+            &result.wall_clock,
+            elapsed_ms,
+            &result.seen,
+            outage_ms,
         )?;
-    } else {
-        writeln!(
-            out,
-            "{} probes, {} changes, longest outage {} ms",
-            summary.probes, summary.changes, summary.longest_outage_ms
-        )?;
+        self.last = Some(result.seen);
+        Ok(())
     }
-    Ok(summary)
+
+    fn finish(mut self, out: &mut impl Write) -> Result<WatchSummary> {
+        // An outage still going on when the watch ends counts until now.
+        if let Some(since) = self.outage_started {
+            self.summary.longest_outage_ms = self
+                .summary
+                .longest_outage_ms
+                .max(since.elapsed().as_millis() as u64);
+        }
+        let summary = self.summary;
+        if self.json {
+            writeln!(
+                out,
+                "{}",
+                json!({"summary": {"probes": summary.probes, "changes": summary.changes, "longest_outage_ms": summary.longest_outage_ms}})
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{} probes, {} changes, longest outage {} ms",
+                summary.probes, summary.changes, summary.longest_outage_ms
+            )?;
+        }
+        Ok(summary)
+    }
 }
 
 fn print_change(
@@ -153,7 +257,9 @@ fn print_change(
     } else {
         match seen {
             Seen::Banner(banner) => {
-                let after = outage_ms.map(|ms| format!(" (after {ms} ms without a banner)")).unwrap_or_default();
+                let after = outage_ms
+                    .map(|ms| format!(" (after {ms} ms without a banner)"))
+                    .unwrap_or_default();
                 writeln!(out, "{at} +{elapsed_ms}ms banner: {banner}{after}")?;
             }
             Seen::Outage(reason) => writeln!(out, "{at} +{elapsed_ms}ms outage: {reason}")?,
@@ -165,7 +271,9 @@ fn print_change(
 
 /// UTC wall-clock time with milliseconds, e.g. `2025-03-01T12:34:56.789Z`.
 pub fn wall_clock() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     format_utc(now.as_millis() as u64)
 }
 
@@ -187,11 +295,16 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -218,8 +331,57 @@ mod tests {
         assert!(is_ready_banner(&banner));
 
         // A port nobody listens on: bind, learn the port, close.
-        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        assert_eq!(read_banner(closed, Duration::from_secs(5)).unwrap_err(), "connection refused");
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert_eq!(
+            read_banner(closed, Duration::from_secs(5)).unwrap_err(),
+            "connection refused"
+        );
+    }
+
+    #[test]
+    fn a_hanging_probe_does_not_delay_the_next_ones() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        // The first client gets nothing (it hangs until its timeout); every
+        // later one gets a banner at once.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for (index, stream) in listener.incoming().enumerate() {
+                let mut stream = stream.unwrap();
+                if index == 0 {
+                    held.push(stream);
+                } else {
+                    let _ = stream.write_all(b"220 late ESMTP\r\n");
+                }
+            }
+        });
+        let options = WatchOptions {
+            address,
+            interval: Duration::from_millis(20),
+            duration: Duration::from_millis(100),
+            timeout: Duration::from_secs(2),
+            json: true,
+        };
+        let mut out = Vec::new();
+        watch(&options, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        // Reported in schedule order: the hung probe first...
+        assert_eq!(lines[0]["outage"], "timeout", "{text}");
+        // ...then the banner, from a probe that started long before the
+        // first one gave up.
+        assert_eq!(lines[1]["banner"], "220 late ESMTP", "{text}");
+        assert!(lines[1]["elapsed_ms"].as_u64().unwrap() < 1000, "{text}");
+        assert!(
+            lines.last().unwrap()["summary"]["probes"].as_u64().unwrap() >= 2,
+            "{text}"
+        );
     }
 
     #[test]
@@ -245,9 +407,18 @@ mod tests {
         let summary = watch(&options, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(summary.changes, 2, "{text}");
         assert!(lines[0].ends_with("banner: 220 x ESMTP"), "{text}");
-        assert!(lines[1].ends_with("outage: connection refused"), "{text}");
+        assert!(lines[1].contains("outage: "), "{text}");
+        // Once the server is gone, no banner comes back.
+        let change_lines = &lines[..lines.len() - 1];
+        assert!(
+            change_lines[1..]
+                .iter()
+                .all(|line| line.contains("outage: ")),
+            "{text}"
+        );
+        assert!(lines.last().unwrap().contains("probes"), "{text}");
+        assert!(summary.changes >= 2, "{text}");
         assert!(summary.probes >= 5, "{text}");
         assert!(summary.longest_outage_ms > 0, "{text}");
     }

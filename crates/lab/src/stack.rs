@@ -100,7 +100,10 @@ pub fn node_mounts(stack: Stack, node_dir: &Path) -> Vec<(PathBuf, PathBuf)> {
             let mut mounts = vec![
                 (node_dir.join("etc-postfix"), PathBuf::from("/etc/postfix")),
                 (node_dir.join("etc-dovecot"), PathBuf::from("/etc/dovecot")),
-                (node_dir.join("lib-postfix"), PathBuf::from("/var/lib/postfix")),
+                (
+                    node_dir.join("lib-postfix"),
+                    PathBuf::from("/var/lib/postfix"),
+                ),
             ];
             // Dovecot's base_dir is the node's run/dovecot; where the host has
             // /run/dovecot, it is covered too, so `doveadm` finds the node's.
@@ -175,7 +178,10 @@ kill_all() {
 
 fn banner_script(state: &LabState, node: &NodeState) -> String {
     let mut script = script_header(state, node, "banner stack");
-    script.push_str(&format!("LISTEN={}\n", sh_quote(&format!("0.0.0.0:{SMTP_PORT}"))));
+    script.push_str(&format!(
+        "LISTEN={}\n",
+        sh_quote(&format!("0.0.0.0:{SMTP_PORT}"))
+    ));
     script.push_str(
         r#"PIDFILE="$RUN/banner.pid"
 
@@ -352,15 +358,31 @@ fn write_postfix_files(state: &LabState, node: &NodeState) -> Result<()> {
     std::fs::create_dir_all(&config_dir)?;
     // Start from the package's /etc/postfix (postfix-files, dynamicmaps.cf,
     // post-install, ...) that Postfix's own tools expect next to main.cf.
-    crate::host::run("cp", &["-a", "/etc/postfix/.", config_dir.to_str().context("node dir is not UTF-8")?])
-        .context("cannot copy /etc/postfix into the node's Postfix config")?;
+    crate::host::run(
+        "cp",
+        &[
+            "-a",
+            "/etc/postfix/.",
+            config_dir.to_str().context("node dir is not UTF-8")?,
+        ],
+    )
+    .context("cannot copy /etc/postfix into the node's Postfix config")?;
     let debian_main = std::fs::read_to_string("/usr/share/postfix/main.cf.debian")
         .context("cannot read /usr/share/postfix/main.cf.debian (Debian package postfix)")?;
-    std::fs::write(config_dir.join("main.cf"), postfix_main_cf(&debian_main, state, node))?;
+    std::fs::write(
+        config_dir.join("main.cf"),
+        postfix_main_cf(&debian_main, state, node),
+    )?;
     let master_dist = std::fs::read_to_string("/usr/share/postfix/master.cf.dist")
         .context("cannot read /usr/share/postfix/master.cf.dist (Debian package postfix)")?;
-    std::fs::write(config_dir.join("master.cf"), master_cf_without_chroot(&master_dist))?;
-    std::fs::write(config_dir.join("vmailbox"), format!("{MAIL_USER} {}\n", maildir_of(MAIL_USER)))?;
+    std::fs::write(
+        config_dir.join("master.cf"),
+        master_cf_without_chroot(&master_dist),
+    )?;
+    std::fs::write(
+        config_dir.join("vmailbox"),
+        format!("{MAIL_USER} {}\n", maildir_of(MAIL_USER)),
+    )?;
 
     let data_dir = node.dir.join("lib-postfix");
     std::fs::create_dir_all(&data_dir)?;
@@ -416,7 +438,8 @@ fn postfix_main_cf(debian_main: &str, state: &LabState, node: &NodeState) -> Str
 pub fn master_cf_without_chroot(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
-        let is_service = !line.starts_with('#') && !line.starts_with(char::is_whitespace) && !line.is_empty();
+        let is_service =
+            !line.starts_with('#') && !line.starts_with(char::is_whitespace) && !line.is_empty();
         let fields: Vec<&str> = line.split_whitespace().collect();
         if is_service && fields.len() >= 8 {
             let mut fields = fields;
@@ -508,7 +531,11 @@ pub fn volume_preparation_script(state: &LabState) -> Result<String> {
         mnt = sh_quote(&mount_point.display().to_string()),
     );
     if state.stack == Stack::Mail {
-        let first = state.nodes.iter().find(|node| node.is_mail()).context("a lab has mail nodes")?;
+        let first = state
+            .nodes
+            .iter()
+            .find(|node| node.is_mail())
+            .context("a lab has mail nodes")?;
         let account = state.mail.as_ref().context("a mail lab has a mailbox")?;
         let maildir = format!("vmail/{}", maildir_of(&account.user));
         script.push_str(&format!(
@@ -574,12 +601,41 @@ mod tests {
 
     #[test]
     fn service_failure_targets_the_main_processes_only() {
-        let argv = |words: &[&str]| words.iter().map(|word| word.to_string()).collect::<Vec<_>>();
-        assert!(is_main_process(Stack::Mail, Path::new(POSTFIX_MASTER), &argv(&["master", "-w"])));
-        assert!(is_main_process(Stack::Mail, Path::new(DOVECOT_MASTER), &argv(&["dovecot"])));
-        assert!(!is_main_process(Stack::Mail, Path::new("/usr/lib/postfix/sbin/smtpd"), &argv(&["smtpd"])));
-        assert!(!is_main_process(Stack::Mail, Path::new("/x/mailherd"), &argv(&["mailherd", "agent"])));
-        assert!(is_main_process(Stack::Banner, Path::new("/x/mailherd-lab"), &argv(&["/x/mailherd-lab", "banner"])));
-        assert!(!is_main_process(Stack::Banner, Path::new("/x/mailherd-lab"), &argv(&["/x/mailherd-lab", "node-init"])));
+        let argv = |words: &[&str]| {
+            words
+                .iter()
+                .map(|word| word.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(is_main_process(
+            Stack::Mail,
+            Path::new(POSTFIX_MASTER),
+            &argv(&["master", "-w"])
+        ));
+        assert!(is_main_process(
+            Stack::Mail,
+            Path::new(DOVECOT_MASTER),
+            &argv(&["dovecot"])
+        ));
+        assert!(!is_main_process(
+            Stack::Mail,
+            Path::new("/usr/lib/postfix/sbin/smtpd"),
+            &argv(&["smtpd"])
+        ));
+        assert!(!is_main_process(
+            Stack::Mail,
+            Path::new("/x/mailherd"),
+            &argv(&["mailherd", "agent"])
+        ));
+        assert!(is_main_process(
+            Stack::Banner,
+            Path::new("/x/mailherd-lab"),
+            &argv(&["/x/mailherd-lab", "banner"])
+        ));
+        assert!(!is_main_process(
+            Stack::Banner,
+            Path::new("/x/mailherd-lab"),
+            &argv(&["/x/mailherd-lab", "node-init"])
+        ));
     }
 }

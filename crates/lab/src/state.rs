@@ -142,17 +142,26 @@ pub const STATE_VERSION: u32 = 1;
 
 impl LabState {
     pub fn node(&self, name: &str) -> Result<&NodeState> {
-        self.nodes.iter().find(|node| node.name == name).ok_or_else(|| self.unknown_node(name))
+        self.nodes
+            .iter()
+            .find(|node| node.name == name)
+            .ok_or_else(|| self.unknown_node(name))
     }
 
     pub fn node_mut(&mut self, name: &str) -> Result<&mut NodeState> {
         let error = self.unknown_node(name);
-        self.nodes.iter_mut().find(|node| node.name == name).ok_or(error)
+        self.nodes
+            .iter_mut()
+            .find(|node| node.name == name)
+            .ok_or(error)
     }
 
     fn unknown_node(&self, name: &str) -> anyhow::Error {
         let known: Vec<&str> = self.nodes.iter().map(|node| node.name.as_str()).collect();
-        anyhow::anyhow!("unknown node {name:?}; the lab's nodes are {}", known.join(", "))
+        anyhow::anyhow!(
+            "unknown node {name:?}; the lab's nodes are {}",
+            known.join(", ")
+        )
     }
 
     /// The device the agents mount; only missing in a state `up` left early.
@@ -171,8 +180,10 @@ impl LabState {
     }
 
     pub fn load(path: &Path) -> Result<LabState> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not a lab state file", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a lab state file", path.display()))
     }
 
     /// Loads the state of the lab that is up, with the message every command
@@ -180,7 +191,10 @@ impl LabState {
     pub fn load_current() -> Result<LabState> {
         let path = crate::topology::state_file();
         if !path.exists() {
-            anyhow::bail!("no lab is up ({} does not exist); start one with `mailherd-lab up`", path.display());
+            anyhow::bail!(
+                "no lab is up ({} does not exist); start one with `mailherd-lab up`",
+                path.display()
+            );
         }
         LabState::load(&path)
     }
@@ -189,9 +203,15 @@ impl LabState {
         let path = self.lab_dir.join(crate::topology::STATE_FILE_NAME);
         let temporary = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self).expect("the lab state always serialises");
-        std::fs::write(&temporary, text + "\n").with_context(|| format!("cannot write {}", temporary.display()))?;
-        std::fs::rename(&temporary, &path)
-            .with_context(|| format!("cannot rename {} to {}", temporary.display(), path.display()))
+        std::fs::write(&temporary, text + "\n")
+            .with_context(|| format!("cannot write {}", temporary.display()))?;
+        std::fs::rename(&temporary, &path).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                temporary.display(),
+                path.display()
+            )
+        })
     }
 }
 
@@ -211,18 +231,33 @@ pub(crate) mod tests {
             prefix_len: 24,
             switch_namespace: "mh-sw".into(),
             bridge: "br0".into(),
-            client: ClientState { namespace: "mh-client".into(), address: crate::topology::CLIENT_ADDRESS, switch_veth: "v-client".into() },
-            volume: VolumeState { image: lab_dir.join("volume.img"), loop_device: Some("/dev/loop3".into()), mount_point: lab_dir.join("mnt") },
+            client: ClientState {
+                namespace: "mh-client".into(),
+                address: crate::topology::CLIENT_ADDRESS,
+                switch_veth: "v-client".into(),
+            },
+            volume: VolumeState {
+                image: lab_dir.join("volume.img"),
+                loop_device: Some("/dev/loop3".into()),
+                mount_point: lab_dir.join("mnt"),
+            },
             agent_bin: "/x/mailherd".into(),
             lab_bin: "/x/mailherd-lab".into(),
-            mail: Some(MailAccount { user: "alice@lab.test".into(), password: "pw".into() }),
-            nodes: plan_nodes(2, 1).iter().map(|plan| NodeState::from_plan(plan, lab_dir)).collect(),
+            mail: Some(MailAccount {
+                user: "alice@lab.test".into(),
+                password: "pw".into(),
+            }),
+            nodes: plan_nodes(2, 1)
+                .iter()
+                .map(|plan| NodeState::from_plan(plan, lab_dir))
+                .collect(),
         }
     }
 
     #[test]
     fn saves_and_loads_the_same_state() {
-        let dir = std::env::temp_dir().join(format!("mailherd-lab-state-test-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("mailherd-lab-state-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let state = sample(&dir);
         state.save().unwrap();
@@ -237,6 +272,9 @@ pub(crate) mod tests {
         let message = state.node("n9").unwrap_err().to_string();
         assert!(message.contains("\"n9\""), "{message}");
         assert!(message.contains("n1, n2, w1"), "{message}");
-        assert_eq!(state.node("w1").unwrap().address, std::net::Ipv4Addr::new(10, 77, 0, 31));
+        assert_eq!(
+            state.node("w1").unwrap().address,
+            std::net::Ipv4Addr::new(10, 77, 0, 31)
+        );
     }
 }

@@ -81,9 +81,20 @@ impl NodePlan {
 
 /// The nodes of a lab with `mail_nodes` mail nodes and `witnesses` witnesses.
 pub fn plan_nodes(mail_nodes: usize, witnesses: usize) -> Vec<NodePlan> {
-    let mail = (1..=mail_nodes).map(|index| (NodeKind::Mail, format!("n{index}"), FIRST_MAIL_HOST + index as u8 - 1));
-    let witness = (1..=witnesses)
-        .map(|index| (NodeKind::Witness, format!("w{index}"), FIRST_WITNESS_HOST + index as u8 - 1));
+    let mail = (1..=mail_nodes).map(|index| {
+        (
+            NodeKind::Mail,
+            format!("n{index}"),
+            FIRST_MAIL_HOST + index as u8 - 1,
+        )
+    });
+    let witness = (1..=witnesses).map(|index| {
+        (
+            NodeKind::Witness,
+            format!("w{index}"),
+            FIRST_WITNESS_HOST + index as u8 - 1,
+        )
+    });
     mail.chain(witness)
         .enumerate()
         .map(|(position, (kind, name, host))| NodePlan {

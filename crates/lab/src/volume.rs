@@ -15,28 +15,41 @@ use crate::state::LabState;
 
 /// Creates a sparse image file of `size` bytes.
 pub fn create_image(path: &Path, size: u64) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    file.set_len(size).with_context(|| format!("cannot size {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.set_len(size)
+        .with_context(|| format!("cannot size {}", path.display()))?;
     Ok(())
 }
 
 /// Attaches `image` to a free loop device and returns the device.
 pub fn attach_loop(image: &Path) -> Result<PathBuf> {
     let image = image.to_str().context("the image path is not UTF-8")?;
-    let device = run("losetup", &["--find", "--show", image]).context("cannot attach the volume image to a loop device")?;
+    let device = run("losetup", &["--find", "--show", image])
+        .context("cannot attach the volume image to a loop device")?;
     Ok(PathBuf::from(device.trim()))
 }
 
 pub fn make_filesystem(device: &Path) -> Result<()> {
     let device = device.to_str().context("the device path is not UTF-8")?;
-    run("mkfs.ext4", &["-q", "-F", "-L", "mailherd-lab", device]).context("cannot make the volume's file system")?;
+    run("mkfs.ext4", &["-q", "-F", "-L", "mailherd-lab", device])
+        .context("cannot make the volume's file system")?;
     Ok(())
 }
 
 /// Loop devices whose backing file lies inside `lab_dir` (also found when
 /// the image was already deleted: losetup then appends " (deleted)").
 pub fn loop_devices_under(lab_dir: &Path) -> Result<Vec<PathBuf>> {
-    let listing = run("losetup", &["--list", "--noheadings", "--raw", "--output", "NAME,BACK-FILE"])?;
+    let listing = run(
+        "losetup",
+        &[
+            "--list",
+            "--noheadings",
+            "--raw",
+            "--output",
+            "NAME,BACK-FILE",
+        ],
+    )?;
     Ok(parse_loop_listing(&listing, lab_dir))
 }
 
@@ -66,7 +79,8 @@ pub fn prepare(state: &LabState) -> Result<()> {
     std::fs::write(&script, crate::stack::volume_preparation_script(state)?)
         .with_context(|| format!("cannot write {}", script.display()))?;
     let log = state.lab_dir.join("prepare-volume.log");
-    let log_file = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let log_file =
+        std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let status = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "/bin/sh"])
         .arg(&script)
@@ -96,6 +110,9 @@ mod tests {
                        /dev/loop4 /var/lib/mailherd-lab/volume.img\\x20(deleted)\n\
                        /dev/loop5 /var/lib/mailherd-lab-other/volume.img\n";
         let found = parse_loop_listing(listing, Path::new("/var/lib/mailherd-lab"));
-        assert_eq!(found, [PathBuf::from("/dev/loop3"), PathBuf::from("/dev/loop4")]);
+        assert_eq!(
+            found,
+            [PathBuf::from("/dev/loop3"), PathBuf::from("/dev/loop4")]
+        );
     }
 }

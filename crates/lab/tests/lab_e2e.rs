@@ -33,9 +33,16 @@ fn lab_bin() -> &'static Path {
 fn agent_bin() -> PathBuf {
     let agent = match std::env::var_os("MAILHERD_BIN") {
         Some(path) => PathBuf::from(path),
-        None => lab_bin().parent().expect("the lab binary has a directory").join("mailherd"),
+        None => lab_bin()
+            .parent()
+            .expect("the lab binary has a directory")
+            .join("mailherd"),
     };
-    assert!(agent.exists(), "{} is missing: build it with `cargo build --bins` before the tests", agent.display());
+    assert!(
+        agent.exists(),
+        "{} is missing: build it with `cargo build --bins` before the tests",
+        agent.display()
+    );
     agent
 }
 
@@ -46,10 +53,14 @@ struct Lab {
 
 impl Lab {
     fn exclusive() -> Lab {
-        let exclusive = LAB_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let exclusive = LAB_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         assert!(nix::unistd::geteuid().is_root(), "the lab tests need root");
         lab_ok(&["down"]);
-        Lab { _exclusive: exclusive }
+        Lab {
+            _exclusive: exclusive,
+        }
     }
 }
 
@@ -136,20 +147,34 @@ fn role_of(status: &Value, node: &str) -> String {
 
 /// The mail nodes whose eth0 carries the floating IP, read with `ip -n`.
 fn floating_ip_holders(status: &Value) -> Vec<String> {
-    let floating_ip = status["floating_ip"].as_str().expect("status has the floating IP");
+    let floating_ip = status["floating_ip"]
+        .as_str()
+        .expect("status has the floating IP");
     status["nodes"]
         .as_array()
         .expect("status has nodes")
         .iter()
         .filter(|node| node["kind"] == "mail")
-        .filter(|node| holds_address(node["namespace"].as_str().expect("nodes have namespaces"), floating_ip))
+        .filter(|node| {
+            holds_address(
+                node["namespace"].as_str().expect("nodes have namespaces"),
+                floating_ip,
+            )
+        })
         .map(|node| node["name"].as_str().expect("nodes have names").to_string())
         .collect()
 }
 
 fn holds_address(namespace: &str, address: &str) -> bool {
-    let output = Command::new("ip").args(["-n", namespace, "-4", "-o", "address", "show", "dev", "eth0"]).output().expect("ip runs");
-    text(&output.stdout).split_whitespace().any(|word| word.split('/').next() == Some(address))
+    let output = Command::new("ip")
+        .args([
+            "-n", namespace, "-4", "-o", "address", "show", "dev", "eth0",
+        ])
+        .output()
+        .expect("ip runs");
+    text(&output.stdout)
+        .split_whitespace()
+        .any(|word| word.split('/').next() == Some(address))
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, for at most `timeout`.
@@ -170,7 +195,11 @@ fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<
 fn diagnostics() -> String {
     let mut report = String::new();
     let status = lab(&["status", "--json"]);
-    report.push_str(&format!("status: {}{}\n", text(&status.stdout), text(&status.stderr)));
+    report.push_str(&format!(
+        "status: {}{}\n",
+        text(&status.stdout),
+        text(&status.stderr)
+    ));
     if let Ok(entries) = std::fs::read_dir(LAB_DIR) {
         let mut logs: Vec<PathBuf> = entries
             .filter_map(|entry| entry.ok())
@@ -190,7 +219,10 @@ fn diagnostics() -> String {
 
 fn probe() -> Option<String> {
     let output = lab(&["probe", "--timeout-ms", "1000"]);
-    output.status.success().then(|| text(&output.stdout).trim().to_string())
+    output
+        .status
+        .success()
+        .then(|| text(&output.stdout).trim().to_string())
 }
 
 fn subjects() -> Option<Vec<String>> {
@@ -210,7 +242,10 @@ fn subjects() -> Option<Vec<String>> {
 
 /// Namespaces the lab may have left (all carry the `mh-` prefix).
 fn lab_namespaces() -> Vec<String> {
-    let output = Command::new("ip").args(["netns", "list"]).output().expect("ip runs");
+    let output = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip runs");
     text(&output.stdout)
         .lines()
         .filter_map(|line| line.split_whitespace().next())
@@ -222,15 +257,33 @@ fn lab_namespaces() -> Vec<String> {
 /// Loop devices backed by a file of the lab.
 fn lab_loop_devices() -> Vec<String> {
     let output = Command::new("losetup")
-        .args(["--list", "--noheadings", "--raw", "--output", "NAME,BACK-FILE"])
+        .args([
+            "--list",
+            "--noheadings",
+            "--raw",
+            "--output",
+            "NAME,BACK-FILE",
+        ])
         .output()
         .expect("losetup runs");
-    text(&output.stdout).lines().filter(|line| line.contains(LAB_DIR)).map(str::to_string).collect()
+    text(&output.stdout)
+        .lines()
+        .filter(|line| line.contains(LAB_DIR))
+        .map(str::to_string)
+        .collect()
 }
 
 fn assert_nothing_left_behind() {
-    assert_eq!(lab_namespaces(), Vec::<String>::new(), "lab namespaces remain");
-    assert_eq!(lab_loop_devices(), Vec::<String>::new(), "lab loop devices remain");
+    assert_eq!(
+        lab_namespaces(),
+        Vec::<String>::new(),
+        "lab namespaces remain"
+    );
+    assert_eq!(
+        lab_loop_devices(),
+        Vec::<String>::new(),
+        "lab loop devices remain"
+    );
     assert!(!Path::new(LAB_DIR).exists(), "{LAB_DIR} remains");
 }
 
@@ -246,8 +299,14 @@ fn down_with_nothing_up_succeeds() {
 fn missing_agent_binary_is_a_clear_error_and_leaves_nothing_behind() {
     let _lab = Lab::exclusive();
     let stderr = lab_fails(&["up", "--nodes", "3", "--agent-bin", "/nonexistent"]);
-    assert!(stderr.contains("/nonexistent"), "the error names the path: {stderr}");
-    assert!(stderr.contains("cargo build --bins"), "the error says how to get the agent: {stderr}");
+    assert!(
+        stderr.contains("/nonexistent"),
+        "the error names the path: {stderr}"
+    );
+    assert!(
+        stderr.contains("cargo build --bins"),
+        "the error says how to get the agent: {stderr}"
+    );
     assert_nothing_left_behind();
 }
 
@@ -273,15 +332,22 @@ fn bad_arguments_are_refused_before_anything_is_made() {
 fn up_twice_fails_and_leaves_the_first_lab_intact() {
     let _lab = Lab::exclusive();
     lab_ok(&["up", "--nodes", "3", "--stack", "banner"]);
-    let master = wait_for("exactly one master", FAILOVER_WAIT, || only_master(&status()));
-    let state_before = std::fs::read_to_string(Path::new(LAB_DIR).join("state.json")).expect("the state file exists");
+    let master = wait_for("exactly one master", FAILOVER_WAIT, || {
+        only_master(&status())
+    });
+    let state_before = std::fs::read_to_string(Path::new(LAB_DIR).join("state.json"))
+        .expect("the state file exists");
 
     let stderr = lab_fails(&["up", "--nodes", "2", "--witness", "1", "--stack", "mail"]);
     assert!(stderr.contains("lab already up"), "{stderr}");
     assert!(stderr.contains("mailherd-lab down"), "{stderr}");
 
-    let state_after = std::fs::read_to_string(Path::new(LAB_DIR).join("state.json")).expect("the state file survives");
-    assert_eq!(state_after, state_before, "the second up must not touch the first lab");
+    let state_after = std::fs::read_to_string(Path::new(LAB_DIR).join("state.json"))
+        .expect("the state file survives");
+    assert_eq!(
+        state_after, state_before,
+        "the second up must not touch the first lab"
+    );
     let status = status();
     assert_eq!(status["nodes"].as_array().map(Vec::len), Some(3));
     assert_eq!(only_master(&status).as_deref(), Some(master.as_str()));
@@ -299,7 +365,9 @@ fn fail_with_an_unknown_node_lists_the_known_nodes() {
     let stderr = lab_fails(&["fail", "w1", "--mode", "service"]);
     assert!(stderr.contains("witness"), "{stderr}");
     // Nothing was harmed.
-    wait_for("exactly one master", FAILOVER_WAIT, || only_master(&status()));
+    wait_for("exactly one master", FAILOVER_WAIT, || {
+        only_master(&status())
+    });
 }
 
 /// Starts `watch` in the background; its output is read after it is killed.
@@ -317,7 +385,12 @@ fn stop_watch(mut watch: Child) -> String {
     let _ = watch.kill();
     let _ = watch.wait();
     let mut output = String::new();
-    watch.stdout.take().expect("watch stdout is piped").read_to_string(&mut output).expect("watch output is text");
+    watch
+        .stdout
+        .take()
+        .expect("watch stdout is piped")
+        .read_to_string(&mut output)
+        .expect("watch output is text");
     output
 }
 
@@ -330,11 +403,19 @@ fn stop_watch(mut watch: Child) -> String {
 /// the new master must deliver it from there.
 fn mail_survives_a_fault_of_the_master(mode: &str, hold_queue: bool) -> (String, String) {
     lab_ok(&["up", "--nodes", "3", "--stack", "mail"]);
-    let master = wait_for("exactly one master", FAILOVER_WAIT, || only_master(&status()));
-    wait_for("the master's banner on the floating IP", FAILOVER_WAIT, || {
-        probe().filter(|banner| banner.contains(&format!("{master}.lab.test")))
+    let master = wait_for("exactly one master", FAILOVER_WAIT, || {
+        only_master(&status())
     });
-    assert_eq!(floating_ip_holders(&status()), [master.clone()], "only the master holds the floating IP");
+    wait_for(
+        "the master's banner on the floating IP",
+        FAILOVER_WAIT,
+        || probe().filter(|banner| banner.contains(&format!("{master}.lab.test"))),
+    );
+    assert_eq!(
+        floating_ip_holders(&status()),
+        vec![master.clone()],
+        "only the master holds the floating IP"
+    );
     if hold_queue {
         freeze_queue_manager(&format!("mh-{master}"));
     }
@@ -349,7 +430,9 @@ fn mail_survives_a_fault_of_the_master(mode: &str, hold_queue: bool) -> (String,
     assert!(reply.starts_with("250"), "the mail was accepted: {reply}");
 
     // The fault goes to whoever is master now.
-    let old_master = wait_for("exactly one master", FAILOVER_WAIT, || only_master(&status()));
+    let old_master = wait_for("exactly one master", FAILOVER_WAIT, || {
+        only_master(&status())
+    });
     if hold_queue {
         assert_eq!(old_master, master, "the frozen queue stays on the master");
     }
@@ -357,42 +440,77 @@ fn mail_survives_a_fault_of_the_master(mode: &str, hold_queue: bool) -> (String,
     let new_master = wait_for("another node as the only master", FAILOVER_WAIT, || {
         only_master(&status()).filter(|master| *master != old_master)
     });
-    let banner = wait_for("the new master's SMTP banner on the floating IP", FAILOVER_WAIT, || {
-        probe().filter(|banner| banner.starts_with("220 ") && banner.contains(&format!("{new_master}.lab.test")))
-    });
+    let banner = wait_for(
+        "the new master's SMTP banner on the floating IP",
+        FAILOVER_WAIT,
+        || {
+            probe().filter(|banner| {
+                banner.starts_with("220 ") && banner.contains(&format!("{new_master}.lab.test"))
+            })
+        },
+    );
     assert!(banner.contains("Postfix"), "{banner}");
-    wait_for("the mail sent before the fault, over IMAP", MAIL_WAIT, || {
-        subjects().filter(|subjects| subjects.contains(&subject))
-    });
+    wait_for(
+        "the mail sent before the fault, over IMAP",
+        MAIL_WAIT,
+        || subjects().filter(|subjects| subjects.contains(&subject)),
+    );
 
     let status = status();
-    assert_eq!(only_master(&status).as_deref(), Some(new_master.as_str()), "exactly one master after the failover");
-    assert_eq!(floating_ip_holders(&status), [new_master.clone()], "only the new master holds the floating IP");
+    assert_eq!(
+        only_master(&status).as_deref(),
+        Some(new_master.as_str()),
+        "exactly one master after the failover"
+    );
+    assert_eq!(
+        floating_ip_holders(&status),
+        vec![new_master.clone()],
+        "only the new master holds the floating IP"
+    );
     (old_master, new_master)
 }
 
 /// SIGSTOPs Postfix's qmgr in `namespace` (a power cut SIGKILLs it later).
 fn freeze_queue_manager(namespace: &str) {
-    let output = Command::new("ip").args(["netns", "pids", namespace]).output().expect("ip runs");
+    let output = Command::new("ip")
+        .args(["netns", "pids", namespace])
+        .output()
+        .expect("ip runs");
     let qmgr: Vec<i32> = text(&output.stdout)
         .split_whitespace()
         .filter_map(|pid| pid.parse().ok())
-        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|comm| comm.trim() == "qmgr").unwrap_or(false))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|comm| comm.trim() == "qmgr")
+                .unwrap_or(false)
+        })
         .collect();
     assert_eq!(qmgr.len(), 1, "one qmgr runs on the master in {namespace}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(qmgr[0]), nix::sys::signal::Signal::SIGSTOP).expect("qmgr can be stopped");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(qmgr[0]),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("qmgr can be stopped");
 }
 
 /// After `heal`, the old master answers again and does not take the role back.
 fn heal_and_check(old_master: &str, new_master: &str) {
     lab_ok(&["heal", old_master]);
-    wait_for("the healed node to answer as a non-master", FAILOVER_WAIT, || {
-        let status = status();
-        let role = role_of(&status, old_master);
-        (role != "down" && role != "master").then_some(())
-    });
+    wait_for(
+        "the healed node to answer as a non-master",
+        FAILOVER_WAIT,
+        || {
+            let status = status();
+            let role = role_of(&status, old_master);
+            (role != "down" && role != "master").then_some(())
+        },
+    );
     let status = status();
-    assert_eq!(only_master(&status).as_deref(), Some(new_master), "the healed node does not cause a second master");
+    assert_eq!(
+        only_master(&status).as_deref(),
+        Some(new_master),
+        "the healed node does not cause a second master"
+    );
     assert_eq!(floating_ip_holders(&status), [new_master.to_string()]);
 }
 
@@ -402,7 +520,11 @@ fn heal_and_check(old_master: &str, new_master: &str) {
 fn power_failure_of_the_master_keeps_the_mail() {
     let _lab = Lab::exclusive();
     let (old_master, new_master) = mail_survives_a_fault_of_the_master("power", true);
-    assert_eq!(role_of(&status(), &old_master), "down", "a powered-off node is down");
+    assert_eq!(
+        role_of(&status(), &old_master),
+        "down",
+        "a powered-off node is down"
+    );
     heal_and_check(&old_master, &new_master);
 }
 
@@ -420,9 +542,11 @@ fn partition_of_the_master_fences_it_and_keeps_the_mail() {
     let _lab = Lab::exclusive();
     let (old_master, new_master) = mail_survives_a_fault_of_the_master("partition", false);
     let namespace = format!("mh-{old_master}");
-    wait_for("the cut-off node to drop the floating IP", FAILOVER_WAIT, || {
-        (!holds_address(&namespace, "10.77.0.100")).then_some(())
-    });
+    wait_for(
+        "the cut-off node to drop the floating IP",
+        FAILOVER_WAIT,
+        || (!holds_address(&namespace, "10.77.0.100")).then_some(()),
+    );
     // Read from inside its own namespace, the cut-off node is not master.
     assert_ne!(role_of(&status(), &old_master), "master");
     heal_and_check(&old_master, &new_master);
@@ -432,7 +556,9 @@ fn partition_of_the_master_fences_it_and_keeps_the_mail() {
 fn watch_shows_a_failover_live() {
     let _lab = Lab::exclusive();
     lab_ok(&["up", "--nodes", "2", "--witness", "1", "--stack", "banner"]);
-    let old_master = wait_for("exactly one master", FAILOVER_WAIT, || only_master(&status()));
+    let old_master = wait_for("exactly one master", FAILOVER_WAIT, || {
+        only_master(&status())
+    });
     let watch = start_watch();
     wait_for("a banner on the floating IP", FAILOVER_WAIT, probe);
     lab_ok(&["fail", &old_master, "--mode", "power"]);
@@ -445,7 +571,14 @@ fn watch_shows_a_failover_live() {
     // Give watch a few probe intervals to record the new banner.
     std::thread::sleep(Duration::from_millis(500));
     let output = stop_watch(watch);
-    let old_line = output.lines().position(|line| line.contains(&format!("banner: 220 {old_master}.lab.test")));
-    let new_line = output.lines().position(|line| line.contains(&format!("banner: 220 {new_master}.lab.test")));
-    assert!(old_line.is_some() && new_line.is_some() && old_line < new_line, "watch output:\n{output}");
+    let old_line = output
+        .lines()
+        .position(|line| line.contains(&format!("banner: 220 {old_master}.lab.test")));
+    let new_line = output
+        .lines()
+        .position(|line| line.contains(&format!("banner: 220 {new_master}.lab.test")));
+    assert!(
+        old_line.is_some() && new_line.is_some() && old_line < new_line,
+        "watch output:\n{output}"
+    );
 }

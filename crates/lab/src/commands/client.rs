@@ -13,7 +13,9 @@ use crate::topology;
 pub fn probe(timeout: Duration) -> Result<()> {
     let state = LabState::load_current()?;
     let address = topology::smtp_address();
-    let banner = crate::netns::run_in(&state.client.namespace, || Ok(crate::probe::read_banner(address, timeout)))?;
+    let banner = crate::netns::run_in(&state.client.namespace, || {
+        Ok(crate::probe::read_banner(address, timeout))
+    })?;
     match banner {
         Ok(banner) => {
             println!("{banner}");
@@ -25,7 +27,13 @@ pub fn probe(timeout: Duration) -> Result<()> {
 
 pub fn watch(interval: Duration, duration: Duration, timeout: Duration, json: bool) -> Result<()> {
     let state = LabState::load_current()?;
-    let options = crate::probe::WatchOptions { address: topology::smtp_address(), interval, duration, timeout, json };
+    let options = crate::probe::WatchOptions {
+        address: topology::smtp_address(),
+        interval,
+        duration,
+        timeout,
+        json,
+    };
     crate::netns::run_in(&state.client.namespace, || {
         let stdout = std::io::stdout();
         crate::probe::watch(&options, &mut stdout.lock())
@@ -34,13 +42,18 @@ pub fn watch(interval: Duration, duration: Duration, timeout: Duration, json: bo
 }
 
 fn mailbox(state: &LabState) -> Result<&MailAccount> {
-    state.mail.as_ref().context("this lab runs the banner stack; mail needs `mailherd-lab up --stack mail`")
+    state
+        .mail
+        .as_ref()
+        .context("this lab runs the banner stack; mail needs `mailherd-lab up --stack mail`")
 }
 
 pub fn send(subject: &str, body: Option<&str>) -> Result<()> {
     let state = LabState::load_current()?;
     let account = mailbox(&state)?;
-    let body = body.map(str::to_string).unwrap_or_else(|| format!("Sent by mailherd-lab at {}.\n", crate::probe::wall_clock()));
+    let body = body
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("Sent by mailherd-lab at {}.\n", crate::probe::wall_clock()));
     let reply = crate::netns::run_in(&state.client.namespace, || {
         crate::mail::send(topology::smtp_address(), &account.user, subject, &body)
     })?;
@@ -55,7 +68,10 @@ pub fn list(json: bool) -> Result<()> {
         crate::mail::list_subjects(topology::imap_address(), &account.user, &account.password)
     })?;
     if json {
-        println!("{}", json!({"user": account.user, "mailbox": "INBOX", "count": messages.len(), "messages": messages}));
+        println!(
+            "{}",
+            json!({"user": account.user, "mailbox": "INBOX", "count": messages.len(), "messages": messages})
+        );
     } else {
         for message in &messages {
             println!("{:>4}  {}", message.seq, message.subject);

@@ -37,7 +37,10 @@ pub struct Removed {
 
 impl Removed {
     pub fn is_empty(&self) -> bool {
-        self.namespaces.is_empty() && self.loop_devices.is_empty() && self.mounts.is_empty() && !self.lab_dir
+        self.namespaces.is_empty()
+            && self.loop_devices.is_empty()
+            && self.mounts.is_empty()
+            && !self.lab_dir
     }
 }
 
@@ -55,7 +58,11 @@ pub fn run() -> Result<()> {
             removed.namespaces.join(", "),
             removed.loop_devices.len(),
             removed.mounts.len(),
-            if removed.lab_dir { format!(", {}", topology::LAB_DIR) } else { String::new() }
+            if removed.lab_dir {
+                format!(", {}", topology::LAB_DIR)
+            } else {
+                String::new()
+            }
         );
     }
     Ok(())
@@ -77,16 +84,25 @@ pub fn teardown() -> Result<Removed> {
         },
         _ => None,
     };
-    let mut namespaces: BTreeSet<String> = crate::netns::list_lab_namespaces()?.into_iter().collect();
+    let mut namespaces: BTreeSet<String> =
+        crate::netns::list_lab_namespaces()?.into_iter().collect();
     if let Some(state) = &state {
-        namespaces.extend(state.namespaces().into_iter().filter(|name| crate::netns::exists(name)));
+        namespaces.extend(
+            state
+                .namespaces()
+                .into_iter()
+                .filter(|name| crate::netns::exists(name)),
+        );
     }
 
     // 1. Processes. Node inits first: their death ends the node's PID
     //    namespace, so the rest goes at once rather than one by one.
     for namespace in &namespaces {
         if let Ok(Some(init)) = crate::node::init_pid(namespace) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(init),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
     for namespace in &namespaces {
@@ -123,7 +139,10 @@ pub fn teardown() -> Result<Removed> {
                 Ok(()) => removed.lab_dir = true,
                 Err(error) => errors.push(format!("cannot remove {}: {error}", lab_dir.display())),
             },
-            Ok(left) => errors.push(format!("not removing {}: still mounted there: {left:?}", lab_dir.display())),
+            Ok(left) => errors.push(format!(
+                "not removing {}: still mounted there: {left:?}",
+                lab_dir.display()
+            )),
             Err(error) => errors.push(format!("{error:#}")),
         }
     }
@@ -136,7 +155,8 @@ pub fn teardown() -> Result<Removed> {
 
 /// Mount points at or below `dir` in the host mount namespace, deepest first.
 fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .context("cannot read /proc/self/mountinfo")?;
     Ok(parse_mounts_under(&mountinfo, dir))
 }
 
@@ -207,7 +227,10 @@ mod tests {
         let found = parse_mounts_under(mountinfo, Path::new("/var/lib/mailherd-lab"));
         assert_eq!(
             found,
-            [PathBuf::from("/var/lib/mailherd-lab/mnt/x"), PathBuf::from("/var/lib/mailherd-lab/mnt")]
+            [
+                PathBuf::from("/var/lib/mailherd-lab/mnt/x"),
+                PathBuf::from("/var/lib/mailherd-lab/mnt")
+            ]
         );
     }
 }

@@ -35,14 +35,20 @@ pub fn fail(node_name: &str, mode: FailMode) -> Result<()> {
             let killed = crate::node::power_off(&node)?;
             state.node_mut(node_name)?.powered_off = true;
             state.save()?;
-            println!("{}: power cut ({killed} processes killed, link down)", node.name);
+            println!(
+                "{}: power cut ({killed} processes killed, link down)",
+                node.name
+            );
         }
         FailMode::Service => {
             if !node.is_mail() {
                 bail!("{} is a witness: it runs no mail stack", node.name);
             }
             if node.powered_off {
-                bail!("{} is powered off: its mail stack is not running", node.name);
+                bail!(
+                    "{} is powered off: its mail stack is not running",
+                    node.name
+                );
             }
             let killed = crate::node::kill_stack(&state, &node)?;
             if killed.is_empty() {
@@ -52,7 +58,11 @@ pub fn fail(node_name: &str, mode: FailMode) -> Result<()> {
                     node.name
                 );
             }
-            println!("{}: killed the {} stack's main processes {killed:?}", node.name, state.stack.name());
+            println!(
+                "{}: killed the {} stack's main processes {killed:?}",
+                node.name,
+                state.stack.name()
+            );
         }
         FailMode::Partition => {
             if node.partitioned {

@@ -4,10 +4,12 @@
 //! - [`down`]: remove everything a lab (or a crashed `up`) left;
 //! - [`status`]: the JSON shape of design §7, or a table;
 //! - [`fault`]: `fail` and `heal`;
-//! - [`client`]: `probe`, `watch` and `mail`, run from the client namespace.
+//! - [`client`]: `probe`, `watch` and `mail`, run from the client namespace;
+//! - [`exec`]: a command inside a node.
 
 pub mod client;
 pub mod down;
+pub mod exec;
 pub mod fault;
 pub mod status;
 pub mod up;

@@ -87,7 +87,10 @@ pub fn run(json: bool) -> Result<()> {
     let state = LabState::load_current()?;
     let answers = query_all(&state);
     if json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&state, &answers)).expect("status serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&state, &answers)).expect("status serialises")
+        );
     } else {
         print_table(&state, &answers);
     }
@@ -97,10 +100,18 @@ pub fn run(json: bool) -> Result<()> {
 /// Asks every node, in parallel; answers come back in node order.
 pub fn query_all(state: &LabState) -> Vec<NodeAnswer> {
     std::thread::scope(|scope| {
-        let handles: Vec<_> = state.nodes.iter().map(|node| scope.spawn(move || query(state, node))).collect();
+        let handles: Vec<_> = state
+            .nodes
+            .iter()
+            .map(|node| scope.spawn(move || query(state, node)))
+            .collect();
         handles
             .into_iter()
-            .map(|handle| handle.join().unwrap_or_else(|_| NodeAnswer::down("the status query panicked")))
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| NodeAnswer::down("the status query panicked"))
+            })
             .collect()
     })
 }
@@ -110,7 +121,8 @@ fn query(state: &LabState, node: &NodeState) -> NodeAnswer {
     answer.holds_floating_ip = crate::netns::interface_addresses(&node.namespace)
         .map(|addresses| addresses.contains(&state.floating_ip))
         .unwrap_or(false);
-    answer.volume_mounted = crate::node::has_mount(&node.namespace, &state.volume.mount_point).unwrap_or(false);
+    answer.volume_mounted =
+        crate::node::has_mount(&node.namespace, &state.volume.mount_point).unwrap_or(false);
     answer
 }
 
@@ -118,7 +130,9 @@ fn ask_agent(node: &NodeState) -> NodeAnswer {
     if node.powered_off {
         return NodeAnswer::down("powered off");
     }
-    let answer = crate::netns::run_in(&node.namespace, || crate::http::get(node.api, "/status", AGENT_TIMEOUT));
+    let answer = crate::netns::run_in(&node.namespace, || {
+        crate::http::get(node.api, "/status", AGENT_TIMEOUT)
+    });
     match answer {
         Ok(response) if response.status == 200 => parse_status(&response.body),
         Ok(response) => NodeAnswer::down(format!("/status answered HTTP {}", response.status)),
@@ -160,7 +174,11 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
         stack: state.stack.name(),
         lab_dir: state.lab_dir.display().to_string(),
         volume: VolumeJson {
-            device: state.volume.loop_device.as_ref().map(|device| device.display().to_string()),
+            device: state
+                .volume
+                .loop_device
+                .as_ref()
+                .map(|device| device.display().to_string()),
             mount_point: state.volume.mount_point.display().to_string(),
         },
         nodes: state
@@ -182,7 +200,10 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
                 error: answer.error.clone(),
             })
             .collect(),
-        mail: state.mail.as_ref().map(|account| MailJson { user: &account.user, password: &account.password }),
+        mail: state.mail.as_ref().map(|account| MailJson {
+            user: &account.user,
+            password: &account.password,
+        }),
     }
 }
 
@@ -194,8 +215,8 @@ pub fn print_table(state: &LabState, answers: &[NodeAnswer]) {
         state.stack.name()
     );
     println!(
-        "{:<5} {:<10} {:<11} {:<8} {:<6} {:<15} {:<9} {}",
-        "NODE", "NAMESPACE", "ADDRESS", "ROLE", "EPOCH", "FAULTS", "HOLDS", "API"
+        "{:<5} {:<10} {:<11} {:<8} {:<6} {:<15} {:<9} API",
+        "NODE", "NAMESPACE", "ADDRESS", "ROLE", "EPOCH", "FAULTS", "HOLDS"
     );
     for (node, answer) in state.nodes.iter().zip(answers) {
         let faults = faults(node);
@@ -212,9 +233,20 @@ pub fn print_table(state: &LabState, answers: &[NodeAnswer]) {
             node.namespace,
             node.address.to_string(),
             answer.role,
-            answer.epoch.map(|epoch| epoch.to_string()).unwrap_or_else(|| "-".to_string()),
-            if faults.is_empty() { "-".to_string() } else { faults.join(",") },
-            if holds.is_empty() { "-".to_string() } else { holds.join(",") },
+            answer
+                .epoch
+                .map(|epoch| epoch.to_string())
+                .unwrap_or_else(|| "-".to_string()),
+            if faults.is_empty() {
+                "-".to_string()
+            } else {
+                faults.join(",")
+            },
+            if holds.is_empty() {
+                "-".to_string()
+            } else {
+                holds.join(",")
+            },
             node.api
         );
     }
@@ -241,7 +273,11 @@ mod tests {
     fn json_has_the_fields_of_design_section_7() {
         let state = crate::state::tests::sample(std::path::Path::new("/var/lib/mailherd-lab"));
         let answers = vec![
-            NodeAnswer { holds_floating_ip: true, volume_mounted: true, ..parse_status(r#"{"role":"master","epoch":2}"#) },
+            NodeAnswer {
+                holds_floating_ip: true,
+                volume_mounted: true,
+                ..parse_status(r#"{"role":"master","epoch":2}"#)
+            },
             NodeAnswer::down("powered off"),
             parse_status(r#"{"role":"witness","epoch":2}"#),
         ];

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rand::distr::{Alphanumeric, SampleString};
 
-use crate::state::{ClientState, LabState, MailAccount, NodeState, Stack, VolumeState, STATE_VERSION};
+use crate::state::{
+    ClientState, LabState, MailAccount, NodeState, Stack, VolumeState, STATE_VERSION,
+};
 use crate::topology::{self, NodeKind};
 
 /// Where the lab runs its "cloud": only a local one exists so far.
@@ -36,10 +38,20 @@ pub struct UpOptions {
 
 pub fn run(options: UpOptions) -> Result<()> {
     if !topology::MAIL_NODES.contains(&options.nodes) {
-        bail!("--nodes must be between {} and {}, not {}", topology::MAIL_NODES.start(), topology::MAIL_NODES.end(), options.nodes);
+        bail!(
+            "--nodes must be between {} and {}, not {}",
+            topology::MAIL_NODES.start(),
+            topology::MAIL_NODES.end(),
+            options.nodes
+        );
     }
     if !topology::WITNESSES.contains(&options.witnesses) {
-        bail!("--witness must be between {} and {}, not {}", topology::WITNESSES.start(), topology::WITNESSES.end(), options.witnesses);
+        bail!(
+            "--witness must be between {} and {}, not {}",
+            topology::WITNESSES.start(),
+            topology::WITNESSES.end(),
+            options.witnesses
+        );
     }
     if options.cloud == Cloud::HetznerSim {
         bail!("--cloud hetzner-sim is not supported yet; use --cloud local");
@@ -77,7 +89,10 @@ pub fn run(options: UpOptions) -> Result<()> {
 fn refuse_if_up() -> Result<()> {
     let state_file = topology::state_file();
     if state_file.exists() {
-        bail!("lab already up (state in {}); run `mailherd-lab down` first", state_file.display());
+        bail!(
+            "lab already up (state in {}); run `mailherd-lab down` first",
+            state_file.display()
+        );
     }
     let namespaces = crate::netns::list_lab_namespaces()?;
     if !namespaces.is_empty() {
@@ -87,7 +102,10 @@ fn refuse_if_up() -> Result<()> {
         );
     }
     if topology::lab_dir().exists() {
-        bail!("leftovers of an earlier lab exist ({}); run `mailherd-lab down` first", topology::LAB_DIR);
+        bail!(
+            "leftovers of an earlier lab exist ({}); run `mailherd-lab down` first",
+            topology::LAB_DIR
+        );
     }
     Ok(())
 }
@@ -136,14 +154,23 @@ fn validate_configs(state: &LabState) -> Result<()> {
     planned.volume.loop_device = Some(PathBuf::from("/dev/loop0"));
     for node in &planned.nodes {
         let config = crate::agent_config::node_config(&planned, node)?;
-        crate::agent_config::render(&config, node)
-            .with_context(|| format!("a lab of {} mail nodes and {} witnesses cannot run", mail_nodes(state), witnesses(state)))?;
+        crate::agent_config::render(&config, node).with_context(|| {
+            format!(
+                "a lab of {} mail nodes and {} witnesses cannot run",
+                mail_nodes(state),
+                witnesses(state)
+            )
+        })?;
     }
     Ok(())
 }
 
 fn mail_nodes(state: &LabState) -> usize {
-    state.nodes.iter().filter(|node| node.kind == NodeKind::Mail).count()
+    state
+        .nodes
+        .iter()
+        .filter(|node| node.kind == NodeKind::Mail)
+        .count()
 }
 
 fn witnesses(state: &LabState) -> usize {
@@ -151,11 +178,16 @@ fn witnesses(state: &LabState) -> usize {
 }
 
 fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
-    std::fs::create_dir_all(&state.lab_dir).with_context(|| format!("cannot create {}", state.lab_dir.display()))?;
+    std::fs::create_dir_all(&state.lab_dir)
+        .with_context(|| format!("cannot create {}", state.lab_dir.display()))?;
     state.save()?;
 
     crate::netns::create_switch().context("cannot create the switch")?;
-    crate::netns::create_attached(&state.client.namespace, &state.client.switch_veth, state.client.address)?;
+    crate::netns::create_attached(
+        &state.client.namespace,
+        &state.client.switch_veth,
+        state.client.address,
+    )?;
     for node in &state.nodes {
         crate::netns::create_attached(&node.namespace, &node.switch_veth, node.address)
             .with_context(|| format!("cannot create the network of node {}", node.name))?;
@@ -169,7 +201,8 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
     crate::volume::make_filesystem(&device)?;
 
     for node in &state.nodes {
-        write_node_files(&state, node).with_context(|| format!("cannot write the files of node {}", node.name))?;
+        write_node_files(&state, node)
+            .with_context(|| format!("cannot write the files of node {}", node.name))?;
     }
     crate::volume::prepare(&state)?;
 
@@ -188,7 +221,8 @@ fn write_node_files(state: &LabState, node: &NodeState) -> Result<()> {
     }
     let config = crate::agent_config::node_config(state, node)?;
     let text = crate::agent_config::render(&config, node)?;
-    std::fs::write(&node.config, text).with_context(|| format!("cannot write {}", node.config.display()))?;
+    std::fs::write(&node.config, text)
+        .with_context(|| format!("cannot write {}", node.config.display()))?;
     Ok(())
 }
 
@@ -200,7 +234,10 @@ fn wait_for_banner(state: &LabState, wait: Duration) -> Result<()> {
     let mut last = String::from("no probe yet");
     while Instant::now() < deadline {
         let probe = crate::netns::run_in(&state.client.namespace, || {
-            Ok(crate::probe::read_banner(address, Duration::from_millis(500)))
+            Ok(crate::probe::read_banner(
+                address,
+                Duration::from_millis(500),
+            ))
         })?;
         match probe {
             Ok(banner) if crate::probe::is_ready_banner(&banner) => return Ok(()),
@@ -210,7 +247,11 @@ fn wait_for_banner(state: &LabState, wait: Duration) -> Result<()> {
         // A node whose init died will not come back by waiting.
         for node in &state.nodes {
             if crate::node::init_pid(&node.namespace)?.is_none() {
-                bail!("node {} stopped while the lab was starting; {}", node.name, logs_of(node));
+                bail!(
+                    "node {} stopped while the lab was starting; {}",
+                    node.name,
+                    logs_of(node)
+                );
             }
         }
         std::thread::sleep(Duration::from_millis(200));
