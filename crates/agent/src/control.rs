@@ -112,6 +112,7 @@ impl Control {
         let mut last_status = self.clock.now().minus(STATUS_EVERY.as_millis() as u64);
         let mut last_garp = self.clock.now();
         let mut shutting_down_since: Option<Millis> = None;
+        let mut last_leadership_transfer: Option<Millis> = None;
 
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -206,6 +207,7 @@ impl Control {
                     }
                     if shutting_down_since.is_none() {
                         self.run_decider(now, &state, &mut decider, &events_tx);
+                        self.hand_leadership_to_master(now, &state, decider.last_progress_seen, &mut last_leadership_transfer);
                         if let Some(h) = holder.as_ref() {
                             self.report_readiness(now, &state, h, &mut not_ready_since, &mut health_in_flight, &events_tx);
                         }
@@ -477,6 +479,64 @@ impl Control {
         }
     }
 
+    /// Keeps the Raft leader on the master. The master renews through the
+    /// leader, so with the leader elsewhere, losing that other node (or a
+    /// leader election it causes) would cost the master its lease although
+    /// the master itself is fine. With both on one node, only the master's
+    /// own failure moves anything. Done by the leader once the master's
+    /// promotion is recorded as complete, at most every few seconds.
+    fn hand_leadership_to_master(
+        &self,
+        now: Millis,
+        state: &ClusterState,
+        last_progress_seen: Millis,
+        last_transfer: &mut Option<Millis>,
+    ) {
+        const RETRY_MS: u64 = 3_000;
+        let me = self.config.me().id;
+        if !self.consensus.leadership().is_me {
+            return;
+        }
+        let Some(assignment) = state.assignment.filter(|a| a.node != me) else {
+            return;
+        };
+        let promoted = state
+            .history
+            .iter()
+            .rev()
+            .find(|r| r.epoch == assignment.epoch)
+            .and_then(|r| r.outcome.as_ref())
+            .is_some_and(|o| o.ok);
+        // Only to a live master: one whose renewals this node saw lately and
+        // that acknowledges the leader. Handing leadership to a dead master
+        // (its history still says "promoted") would stall the failover.
+        let renewing = now.since(last_progress_seen)
+            <= self.config.cluster.timing().lease.renew_interval_ms * 3;
+        let reachable = self
+            .reachability()
+            .get(&assignment.node)
+            .copied()
+            .unwrap_or(false);
+        if !promoted
+            || !renewing
+            || !reachable
+            || last_transfer.is_some_and(|at| now.since(at) < RETRY_MS)
+        {
+            return;
+        }
+        *last_transfer = Some(now);
+        tracing::info!(
+            to = assignment.node,
+            "handing Raft leadership to the master"
+        );
+        let consensus = self.consensus.clone();
+        tokio::spawn(async move {
+            if let Err(error) = consensus.transfer_leadership(assignment.node).await {
+                tracing::warn!(%error, "could not hand Raft leadership to the master");
+            }
+        });
+    }
+
     /// A node marked not ready after a failure offers itself again once it
     /// has been a quiet backup for the cooldown.
     fn report_readiness(
@@ -526,7 +586,16 @@ impl Control {
         };
         let role = match holder {
             None => "witness",
-            Some(h) if h.is_master() => "master",
+            // The assigned node counts as master from the start of its
+            // promotion: it is the one entitled to the resources.
+            Some(h)
+                if matches!(
+                    h.phase(),
+                    mailherd_core::Phase::Promoting { .. } | mailherd_core::Phase::Master { .. }
+                ) =>
+            {
+                "master"
+            }
             Some(_) if !state.is_ready(me.id) => "fault",
             Some(_) => "backup",
         };

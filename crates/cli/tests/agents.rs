@@ -61,7 +61,11 @@ impl Drop for Node {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn cluster(dir: &Path) -> Vec<Node> {
@@ -140,18 +144,34 @@ fn agents_elect_one_master_and_fail_over_when_it_dies() {
         let (names, epoch) = masters(&nodes);
         (names.len() == 1 && names[0] != first).then(|| (names[0].clone(), epoch))
     });
-    assert!(second_epoch > epoch, "epochs must grow: {epoch} then {second_epoch}");
+    assert!(
+        second_epoch > epoch,
+        "epochs must grow: {epoch} then {second_epoch}"
+    );
 
     // The old master comes back: it must not take the role back on its own.
     nodes[index].start(dir.path());
-    let status = wait_for("the restarted agent to answer", Duration::from_secs(30), || nodes[index].status());
+    let status = wait_for(
+        "the restarted agent to answer",
+        Duration::from_secs(30),
+        || nodes[index].status(),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let (names, _) = masters(&nodes);
-    assert_eq!(names, vec![second.clone()], "restarted {first} must stay a backup");
+    assert_eq!(
+        names,
+        vec![second.clone()],
+        "restarted {first} must stay a backup"
+    );
     assert_ne!(status["role"], "master");
 
     // History: two assignments, both completed.
-    let status = nodes.iter().find(|n| n.name == second).unwrap().status().unwrap();
+    let status = nodes
+        .iter()
+        .find(|n| n.name == second)
+        .unwrap()
+        .status()
+        .unwrap();
     let history = status["history"].as_array().unwrap();
     assert!(history.len() >= 2, "{history:?}");
 }

@@ -30,7 +30,11 @@ pub struct ConsensusConfig {
 
 impl ConsensusConfig {
     /// A config with the default LAN timings (50 / 150–300 ms).
-    pub fn new(node_id: u64, voters: BTreeMap<u64, SocketAddr>, data_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        node_id: u64,
+        voters: BTreeMap<u64, SocketAddr>,
+        data_dir: impl Into<PathBuf>,
+    ) -> Self {
         ConsensusConfig {
             node_id,
             voters,
@@ -59,7 +63,9 @@ impl ConsensusConfig {
             // Peers dial these addresses; a wildcard or port 0 would only
             // ever work by accident.
             if addr.ip().is_unspecified() || addr.port() == 0 {
-                return invalid(format!("voter {id} has address {addr}, which peers cannot dial"));
+                return invalid(format!(
+                    "voter {id} has address {addr}, which peers cannot dial"
+                ));
             }
         }
         if self.heartbeat_interval_ms == 0 {
@@ -124,7 +130,10 @@ impl ConsensusOptions {
         }
         if self.peer_scheme != "http" && self.peer_scheme != "https" {
             return Err(ConsensusError::Config {
-                reason: format!("peer_scheme {:?} is neither \"http\" nor \"https\"", self.peer_scheme),
+                reason: format!(
+                    "peer_scheme {:?} is neither \"http\" nor \"https\"",
+                    self.peer_scheme
+                ),
             });
         }
         Ok(())
@@ -173,9 +182,11 @@ pub(crate) fn raft_config(
         max_payload_entries: 300,
         ..Default::default()
     };
-    raft_config.validate().map_err(|error| ConsensusError::Config {
-        reason: format!("openraft rejects the timing: {error}"),
-    })
+    raft_config
+        .validate()
+        .map_err(|error| ConsensusError::Config {
+            reason: format!("openraft rejects the timing: {error}"),
+        })
 }
 
 /// The shortest probe interval openraft accepts, never below 200 ms.
@@ -201,7 +212,10 @@ mod tests {
             (Ok(()), None) => {}
             (Err(error), Some(fragment)) => {
                 let message = error.to_string();
-                assert!(message.contains(fragment), "{message:?} does not contain {fragment:?}");
+                assert!(
+                    message.contains(fragment),
+                    "{message:?} does not contain {fragment:?}"
+                );
             }
             (result, expected) => panic!("got {result:?}, expected error {expected:?}"),
         }
@@ -211,20 +225,44 @@ mod tests {
     fn validation_table() {
         let ok = ConsensusConfig::new(1, voters(&[1, 2, 3]), "/tmp/x");
         check(ok.clone(), None);
-        check(ConsensusConfig { node_id: 4, ..ok.clone() }, Some("node_id 4 is not among"));
-        check(ConsensusConfig { voters: BTreeMap::new(), ..ok.clone() }, Some("voters is empty"));
+        check(
+            ConsensusConfig {
+                node_id: 4,
+                ..ok.clone()
+            },
+            Some("node_id 4 is not among"),
+        );
+        check(
+            ConsensusConfig {
+                voters: BTreeMap::new(),
+                ..ok.clone()
+            },
+            Some("voters is empty"),
+        );
         let mut wildcard = ok.clone();
         wildcard.voters.insert(2, "0.0.0.0:7002".parse().unwrap());
         check(wildcard, Some("voter 2 has address 0.0.0.0:7002"));
         check(
-            ConsensusConfig { heartbeat_interval_ms: 200, ..ok.clone() },
+            ConsensusConfig {
+                heartbeat_interval_ms: 200,
+                ..ok.clone()
+            },
             Some("must be greater than heartbeat_interval_ms"),
         );
         check(
-            ConsensusConfig { election_timeout_max_ms: 150, ..ok.clone() },
+            ConsensusConfig {
+                election_timeout_max_ms: 150,
+                ..ok.clone()
+            },
             Some("must be greater than election_timeout_min_ms"),
         );
-        check(ConsensusConfig { heartbeat_interval_ms: 0, ..ok }, Some("heartbeat_interval_ms is 0"));
+        check(
+            ConsensusConfig {
+                heartbeat_interval_ms: 0,
+                ..ok
+            },
+            Some("heartbeat_interval_ms is 0"),
+        );
     }
 
     #[test]
@@ -236,7 +274,10 @@ mod tests {
         assert_eq!(raft.enable_pre_vote, Some(true));
         // One millisecond less is refused by openraft itself, which is why
         // the interval is not the 200 ms the design hoped for.
-        let too_short = openraft::Config { quorum_loss_probe_interval: Some(599), ..raft };
+        let too_short = openraft::Config {
+            quorum_loss_probe_interval: Some(599),
+            ..raft
+        };
         assert!(too_short.validate().is_err());
     }
 }

@@ -22,7 +22,8 @@ pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_l
 /// Log-side metadata: [`VOTE`], [`COMMITTED`], [`LAST_PURGED`].
 pub(crate) const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
 /// The applied state: [`LAST_APPLIED`], [`LAST_MEMBERSHIP`], [`CLUSTER_STATE`].
-pub(crate) const STATE_MACHINE: TableDefinition<&str, &[u8]> = TableDefinition::new("state_machine");
+pub(crate) const STATE_MACHINE: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("state_machine");
 /// The current snapshot: [`SNAPSHOT_META`] and [`SNAPSHOT_DATA`].
 pub(crate) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
@@ -62,7 +63,9 @@ where
     let database = database.clone();
     match tokio::task::spawn_blocking(move || work(&database)).await {
         Ok(result) => result.map_err(io::Error::from),
-        Err(join_error) => Err(io::Error::other(format!("storage task failed: {join_error}"))),
+        Err(join_error) => Err(io::Error::other(format!(
+            "storage task failed: {join_error}"
+        ))),
     }
 }
 
@@ -110,7 +113,10 @@ pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<
     serde_json::to_vec(value).map_err(|source| StoreError::Json { what, source })
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Json { what, source })
 }
 

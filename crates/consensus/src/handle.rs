@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use mailherd_core::{ClusterState, Command, CommandResult, NodeId};
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError};
+use openraft::errors::{
+    ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError,
+};
 use openraft::{BasicNode, Instant as _, LinearizerOption, RaftMetrics, ReadPolicy};
 use redb::Database;
 use tokio::sync::watch;
@@ -24,7 +26,7 @@ use crate::error::{ConsensusError, ProposeError};
 use crate::log_store::LogStore;
 use crate::network::{default_peer_client, PeerNetworkFactory};
 use crate::state_machine::StateMachineStore;
-use crate::types::{Leadership, LogStatus, MailherdRaft, ProposeReply, Proposal, TypeConfig};
+use crate::types::{Leadership, LogStatus, MailherdRaft, Proposal, ProposeReply, TypeConfig};
 
 /// How long `shutdown` waits for openraft's tasks to let go of the redb
 /// file, so that the same `data_dir` can be opened again right after.
@@ -65,7 +67,12 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(task) = self.leadership_task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(task) = self
+            .leadership_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             task.abort();
         }
     }
@@ -80,7 +87,10 @@ impl Consensus {
     }
 
     /// [`Self::open`] with non-default snapshot policy or peer HTTP client.
-    pub async fn open_with(config: ConsensusConfig, options: ConsensusOptions) -> Result<Consensus, ConsensusError> {
+    pub async fn open_with(
+        config: ConsensusConfig,
+        options: ConsensusOptions,
+    ) -> Result<Consensus, ConsensusError> {
         config.validate()?;
         options.validate()?;
         let raft_config = Arc::new(raft_config(&config, &options)?);
@@ -112,28 +122,38 @@ impl Consensus {
 
         let peer_http = match options.peer_client {
             Some(client) => client,
-            None => default_peer_client(Duration::from_millis(config.election_timeout_min_ms)).map_err(|error| {
-                ConsensusError::Config {
+            None => default_peer_client(Duration::from_millis(config.election_timeout_min_ms))
+                .map_err(|error| ConsensusError::Config {
                     reason: format!("cannot build the peer HTTP client: {error}"),
-                }
-            })?,
+                })?,
         };
         let network = PeerNetworkFactory {
             node_id: config.node_id,
             http: peer_http.clone(),
             scheme: options.peer_scheme,
         };
-        let raft = openraft::Raft::new(config.node_id, raft_config, network, log_store, state_machine)
-            .await
-            .map_err(|fatal| ConsensusError::Raft(format!("cannot start raft: {fatal}")))?;
+        let raft = openraft::Raft::new(
+            config.node_id,
+            raft_config,
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|fatal| ConsensusError::Raft(format!("cannot start raft: {fatal}")))?;
 
         // Until the core task publishes its first metrics they are
         // placeholders (term 0, no leader); wait for the real ones so that
         // `leadership()` reflects the stored vote from the start. The first
         // publication comes right after the core has loaded its state.
         let mut metrics = raft.metrics();
-        if tokio::time::timeout(FIRST_METRICS_TIMEOUT, metrics.changed()).await.is_err() {
-            tracing::warn!("raft published no metrics within {FIRST_METRICS_TIMEOUT:?} of starting");
+        if tokio::time::timeout(FIRST_METRICS_TIMEOUT, metrics.changed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "raft published no metrics within {FIRST_METRICS_TIMEOUT:?} of starting"
+            );
         }
         let initial = leadership_from(&metrics.borrow_watched());
         let (leadership_sender, leadership) = watch::channel(initial);
@@ -276,7 +296,11 @@ impl Consensus {
     /// A proposal is only re-sent when the previous attempt certainly did
     /// not append it (a refusal with a leader hint, or a connection that
     /// could not be opened), so one call never applies a command twice.
-    pub async fn propose(&self, command: Command, timeout: Duration) -> Result<CommandResult, ProposeError> {
+    pub async fn propose(
+        &self,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<CommandResult, ProposeError> {
         let deadline = Instant::now() + timeout;
         let after_ms = timeout.as_millis() as u64;
         let me = self.node_id();
@@ -293,7 +317,10 @@ impl Consensus {
                 return Err(obstacle);
             }
             let remaining = deadline - now;
-            let target = hinted_leader.take().or(self.leadership().leader).filter(|leader| *leader != me);
+            let target = hinted_leader
+                .take()
+                .or(self.leadership().leader)
+                .filter(|leader| *leader != me);
             let reply = match target {
                 None => write_locally(&self.inner.raft, command.clone(), remaining).await,
                 Some(leader) => match self.propose_remotely(leader, &command, remaining).await {
@@ -302,13 +329,16 @@ impl Consensus {
                         // proposal; which one cannot be told apart, and in
                         // the first case the entry may still commit.
                         return Err(ProposeError::OutcomeUnknown {
-                            reason: format!("raft on leader {leader} stopped while handling the proposal"),
+                            reason: format!(
+                                "raft on leader {leader} stopped while handling the proposal"
+                            ),
                         });
                     }
                     Ok(reply) => reply,
                     Err(RemoteFailure::NotSent(error)) => {
                         obstacle = error;
-                        self.pause_for_leader(&mut leadership_changes, deadline).await;
+                        self.pause_for_leader(&mut leadership_changes, deadline)
+                            .await;
                         continue;
                     }
                     Err(RemoteFailure::MaybeSent(error)) => return Err(error),
@@ -317,7 +347,9 @@ impl Consensus {
             match reply {
                 ProposeReply::Applied { result } => return Ok(result),
                 ProposeReply::TimedOut => return Err(ProposeError::Timeout { after_ms }),
-                ProposeReply::OutcomeUnknown { reason } => return Err(ProposeError::OutcomeUnknown { reason }),
+                ProposeReply::OutcomeUnknown { reason } => {
+                    return Err(ProposeError::OutcomeUnknown { reason })
+                }
                 ProposeReply::Stopped => return Err(ProposeError::Stopped),
                 ProposeReply::Failed { reason } => return Err(ProposeError::Raft(reason)),
                 ProposeReply::ForwardToLeader { leader } => {
@@ -330,7 +362,8 @@ impl Consensus {
                         // No leader, or a leader whose lease lapsed (it
                         // answers with an empty hint): wait for a change.
                         hints_followed = 0;
-                        self.pause_for_leader(&mut leadership_changes, deadline).await;
+                        self.pause_for_leader(&mut leadership_changes, deadline)
+                            .await;
                     }
                 }
             }
@@ -339,10 +372,15 @@ impl Consensus {
 
     /// Waits until leadership changes, a heartbeat interval passes, or the
     /// deadline comes, whichever is first.
-    async fn pause_for_leader(&self, leadership_changes: &mut watch::Receiver<Leadership>, deadline: Instant) {
+    async fn pause_for_leader(
+        &self,
+        leadership_changes: &mut watch::Receiver<Leadership>,
+        deadline: Instant,
+    ) {
         leadership_changes.mark_unchanged();
         let until = (Instant::now() + self.inner.leader_retry_pause).min(deadline);
-        if let Ok(Err(_closed)) = tokio::time::timeout_at(until, leadership_changes.changed()).await {
+        if let Ok(Err(_closed)) = tokio::time::timeout_at(until, leadership_changes.changed()).await
+        {
             // The node is shut down and leadership will not change any
             // more; still pause instead of spinning.
             tokio::time::sleep_until(until).await;
@@ -363,14 +401,18 @@ impl Consensus {
         };
         // The leader gives up a little before we do, so that its TimedOut
         // answer arrives instead of our own timeout firing blind.
-        let leader_budget = remaining.saturating_sub((remaining / 10).min(Duration::from_millis(100)));
+        let leader_budget =
+            remaining.saturating_sub((remaining / 10).min(Duration::from_millis(100)));
         let url = format!(
             "{}://{}/raft/propose?timeout_ms={}",
             self.inner.peer_scheme,
             addr,
             leader_budget.as_millis().max(1)
         );
-        let transport = |reason: String| ProposeError::Transport { peer: leader, reason };
+        let transport = |reason: String| ProposeError::Transport {
+            peer: leader,
+            reason,
+        };
         let response = self
             .inner
             .peer_http
@@ -388,7 +430,9 @@ impl Consensus {
                     })
                 } else {
                     RemoteFailure::MaybeSent(ProposeError::OutcomeUnknown {
-                        reason: format!("connection to leader {leader} failed mid-request: {error}"),
+                        reason: format!(
+                            "connection to leader {leader} failed mid-request: {error}"
+                        ),
                     })
                 }
             })?;
@@ -397,7 +441,9 @@ impl Consensus {
             let body = response.text().await.unwrap_or_default();
             // Refused before it reached Raft (e.g. a body the peer cannot
             // parse); sending it again would be refused again.
-            return Err(RemoteFailure::MaybeSent(transport(format!("{url} answered {status}: {body}"))));
+            return Err(RemoteFailure::MaybeSent(transport(format!(
+                "{url} answered {status}: {body}"
+            ))));
         }
         response.json::<ProposeReply>().await.map_err(|error| {
             RemoteFailure::MaybeSent(ProposeError::OutcomeUnknown {
@@ -444,7 +490,12 @@ impl Consensus {
                 reason: format!("cannot transfer leadership to {to}: not a voter"),
             });
         }
-        self.inner.raft.trigger().transfer_leader(to).await.map_err(stopped)
+        self.inner
+            .raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(stopped)
     }
 
     /// Stops Raft and waits until storage has released the redb file, so
@@ -453,7 +504,13 @@ impl Consensus {
         if let Err(error) = self.inner.raft.shutdown().await {
             tracing::warn!(%error, "raft core task ended abnormally");
         }
-        if let Some(task) = self.inner.leadership_task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(task) = self
+            .inner
+            .leadership_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             task.abort();
         }
         let deadline = Instant::now() + STORAGE_RELEASE_TIMEOUT;
@@ -480,19 +537,29 @@ enum RemoteFailure {
 
 /// Runs `client_write` on this node, bounded by `timeout`. Shared by
 /// `propose` and the `/raft/propose` endpoint.
-pub(crate) async fn write_locally(raft: &MailherdRaft, command: Command, timeout: Duration) -> ProposeReply {
+pub(crate) async fn write_locally(
+    raft: &MailherdRaft,
+    command: Command,
+    timeout: Duration,
+) -> ProposeReply {
     match tokio::time::timeout(timeout, raft.client_write(Proposal(command))).await {
         Err(_) => ProposeReply::TimedOut,
-        Ok(Ok(response)) => ProposeReply::Applied { result: response.data },
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => ProposeReply::ForwardToLeader {
-            leader: forward.leader_id,
+        Ok(Ok(response)) => ProposeReply::Applied {
+            result: response.data,
         },
-        Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(forward)))) => ProposeReply::OutcomeUnknown {
-            reason: format!(
-                "entry discarded by a leader change (leader now {:?}); it may have committed",
-                forward.leader_id
-            ),
-        },
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+            ProposeReply::ForwardToLeader {
+                leader: forward.leader_id,
+            }
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(forward)))) => {
+            ProposeReply::OutcomeUnknown {
+                reason: format!(
+                    "entry discarded by a leader change (leader now {:?}); it may have committed",
+                    forward.leader_id
+                ),
+            }
+        }
         Ok(Err(RaftError::APIError(other))) => ProposeReply::Failed {
             reason: other.to_string(),
         },

@@ -29,7 +29,11 @@ impl LogStore {
     }
 }
 
-fn read_entries(database: &Database, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<Entry>, StoreError> {
+fn read_entries(
+    database: &Database,
+    start: Bound<u64>,
+    end: Bound<u64>,
+) -> Result<Vec<Entry>, StoreError> {
     let transaction = database.begin_read()?;
     let table = transaction.open_table(LOG)?;
     let mut entries = Vec::new();
@@ -47,11 +51,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<<TypeConfig as RaftTypeConfig>::Entry>, io::Error> {
         let start = range.start_bound().cloned();
         let end = range.end_bound().cloned();
-        db::blocking(&self.database, move |database| read_entries(database, start, end)).await
+        db::blocking(&self.database, move |database| {
+            read_entries(database, start, end)
+        })
+        .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        db::blocking(&self.database, |database| db::read_value(database, LOG_META, VOTE)).await
+        db::blocking(&self.database, |database| {
+            db::read_value(database, LOG_META, VOTE)
+        })
+        .await
     }
 }
 
@@ -60,7 +70,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         db::blocking(&self.database, |database| {
-            let last_purged_log_id: Option<LogId> = db::read_value(database, LOG_META, LAST_PURGED)?;
+            let last_purged_log_id: Option<LogId> =
+                db::read_value(database, LOG_META, LAST_PURGED)?;
             let transaction = database.begin_read()?;
             let table = transaction.open_table(LOG)?;
             let last_in_log = match table.last()? {
@@ -84,7 +95,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let vote = *vote;
-        db::blocking(&self.database, move |database| db::write_value(database, LOG_META, VOTE, &vote)).await
+        db::blocking(&self.database, move |database| {
+            db::write_value(database, LOG_META, VOTE, &vote)
+        })
+        .await
     }
 
     // The committed index is persisted so that a restarted node re-applies
@@ -104,7 +118,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -113,7 +131,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Send + 'static as a lazy iterator, their bytes are.
         let mut encoded = Vec::new();
         for entry in entries {
-            encoded.push((entry.log_id.index, db::encode("log entry", &entry).map_err(io::Error::from)?));
+            encoded.push((
+                entry.log_id.index,
+                db::encode("log entry", &entry).map_err(io::Error::from)?,
+            ));
         }
         let result = db::blocking(&self.database, move |database| {
             let transaction = database.begin_write()?;
@@ -147,7 +168,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             {
                 let mut table = transaction.open_table(LOG)?;
                 match keep_up_to {
-                    Some(index) => table.retain_in::<u64, _>((Bound::Excluded(index), Bound::Unbounded), |_, _| false)?,
+                    Some(index) => table.retain_in::<u64, _>(
+                        (Bound::Excluded(index), Bound::Unbounded),
+                        |_, _| false,
+                    )?,
                     None => table.retain(|_, _| false)?,
                 }
             }

@@ -31,7 +31,9 @@ use crate::types::{Snapshot, SnapshotData, SnapshotRequest, TypeConfig, Vote};
 /// whatever `HTTP_PROXY` happens to be set in the agent's environment. The
 /// connect timeout is short because a peer that does not accept within it is
 /// treated as down anyway; per-request timeouts come from openraft.
-pub(crate) fn default_peer_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+pub(crate) fn default_peer_client(
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(connect_timeout)
@@ -120,13 +122,16 @@ impl PeerClient {
                 "{url} answered {status}: {body}"
             ))));
         }
-        let answer: Result<Response, RaftError<TypeConfig>> = response.json().await.map_err(|error| {
-            if error.is_timeout() {
-                timeout_error()
-            } else {
-                RPCError::Network(NetworkError::from_string(format!("{url}: unreadable answer: {error}")))
-            }
-        })?;
+        let answer: Result<Response, RaftError<TypeConfig>> =
+            response.json().await.map_err(|error| {
+                if error.is_timeout() {
+                    timeout_error()
+                } else {
+                    RPCError::Network(NetworkError::from_string(format!(
+                        "{url}: unreadable answer: {error}"
+                    )))
+                }
+            })?;
         // The only error a peer returns is Fatal: its Raft is stopping or
         // broken. Treat it like a dead peer so openraft backs off.
         answer.map_err(|fatal| {
@@ -146,7 +151,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.post("append", &request, &option, RPCTypes::AppendEntries).await
+        self.post("append", &request, &option, RPCTypes::AppendEntries)
+            .await
     }
 
     async fn vote(
@@ -164,7 +170,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         request: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.post("pre-vote", &request, &option, RPCTypes::Vote).await
+        self.post("pre-vote", &request, &option, RPCTypes::Vote)
+            .await
     }
 
     async fn full_snapshot(
@@ -175,7 +182,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let data = String::from_utf8(snapshot.snapshot).map_err(|error| {
-            StreamingError::Network(NetworkError::from_string(format!("snapshot is not UTF-8 JSON: {error}")))
+            StreamingError::Network(NetworkError::from_string(format!(
+                "snapshot is not UTF-8 JSON: {error}"
+            )))
         })?;
         let request = SnapshotRequest {
             vote,
@@ -193,6 +202,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         request: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.post("transfer-leader", &request, &option, RPCTypes::TransferLeader).await
+        self.post(
+            "transfer-leader",
+            &request,
+            &option,
+            RPCTypes::TransferLeader,
+        )
+        .await
     }
 }

@@ -84,14 +84,22 @@ async fn snapshot(
         meta: request.meta,
         snapshot: request.data.into_bytes(),
     };
-    Json(raft.install_full_snapshot(request.vote, snapshot).await.map_err(RaftError::Fatal))
+    Json(
+        raft.install_full_snapshot(request.vote, snapshot)
+            .await
+            .map_err(RaftError::Fatal),
+    )
 }
 
 async fn transfer_leader(
     State(raft): State<Arc<MailherdRaft>>,
     Json(request): Json<TransferLeaderRequest<TypeConfig>>,
 ) -> RaftResult<TransferLeaderResponse<TypeConfig>> {
-    Json(raft.handle_transfer_leader(request).await.map_err(RaftError::Fatal))
+    Json(
+        raft.handle_transfer_leader(request)
+            .await
+            .map_err(RaftError::Fatal),
+    )
 }
 
 #[derive(Debug, Deserialize)]

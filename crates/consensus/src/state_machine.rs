@@ -20,8 +20,13 @@ use openraft::{EntryPayload, OptionalSend};
 use redb::Database;
 use tokio::sync::watch;
 
-use crate::db::{self, StoreError, CLUSTER_STATE, LAST_APPLIED, LAST_MEMBERSHIP, SNAPSHOT, SNAPSHOT_DATA, SNAPSHOT_META, STATE_MACHINE};
-use crate::types::{LogId, Proposal, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::db::{
+    self, StoreError, CLUSTER_STATE, LAST_APPLIED, LAST_MEMBERSHIP, SNAPSHOT, SNAPSHOT_DATA,
+    SNAPSHOT_META, STATE_MACHINE,
+};
+use crate::types::{
+    LogId, Proposal, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+};
 
 /// What has been applied, as one consistent value.
 #[derive(Debug, Clone, Default)]
@@ -43,10 +48,12 @@ impl StateMachineStore {
     /// Loads the applied state from redb (or starts empty).
     pub(crate) async fn open(database: Arc<Database>) -> io::Result<Self> {
         let applied = db::blocking(&database, |database| {
-            let last_applied: Option<Option<LogId>> = db::read_value(database, STATE_MACHINE, LAST_APPLIED)?;
+            let last_applied: Option<Option<LogId>> =
+                db::read_value(database, STATE_MACHINE, LAST_APPLIED)?;
             let last_membership: Option<StoredMembership> =
                 db::read_value(database, STATE_MACHINE, LAST_MEMBERSHIP)?;
-            let state: Option<ClusterState> = db::read_value(database, STATE_MACHINE, CLUSTER_STATE)?;
+            let state: Option<ClusterState> =
+                db::read_value(database, STATE_MACHINE, CLUSTER_STATE)?;
             Ok(Applied {
                 last_applied: last_applied.flatten(),
                 last_membership: last_membership.unwrap_or_default(),
@@ -68,7 +75,11 @@ impl StateMachineStore {
 }
 
 /// Writes the applied state, and optionally a snapshot, in one transaction.
-fn persist(database: &Database, applied: &Applied, snapshot: Option<(&SnapshotMeta, &[u8])>) -> Result<(), StoreError> {
+fn persist(
+    database: &Database,
+    applied: &Applied,
+    snapshot: Option<(&SnapshotMeta, &[u8])>,
+) -> Result<(), StoreError> {
     let last_applied = db::encode(LAST_APPLIED, &applied.last_applied)?;
     let last_membership = db::encode(LAST_MEMBERSHIP, &applied.last_membership)?;
     let state = db::encode(CLUSTER_STATE, &*applied.state)?;
@@ -116,7 +127,10 @@ fn read_snapshot(database: &Database) -> Result<Option<Snapshot>, StoreError> {
         Some(bytes) => bytes.value().to_vec(),
         None => return Ok(None),
     };
-    Ok(Some(Snapshot { meta, snapshot: data }))
+    Ok(Some(Snapshot {
+        meta,
+        snapshot: data,
+    }))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -124,7 +138,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        Ok((self.applied.last_applied, self.applied.last_membership.clone()))
+        Ok((
+            self.applied.last_applied,
+            self.applied.last_membership.clone(),
+        ))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -157,7 +174,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         next.state = Arc::new(state);
         let to_persist = next.clone();
-        db::blocking(&self.database, move |database| persist(database, &to_persist, None)).await?;
+        db::blocking(&self.database, move |database| {
+            persist(database, &to_persist, None)
+        })
+        .await?;
         self.applied = next;
         if applied_a_command {
             self.state_sender.send_replace(self.applied.state.clone());
@@ -175,8 +195,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
-        let state: ClusterState = db::decode("snapshot data", &snapshot).map_err(io::Error::from)?;
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        let state: ClusterState =
+            db::decode("snapshot data", &snapshot).map_err(io::Error::from)?;
         let installed = Applied {
             last_applied: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
@@ -215,7 +240,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.applied.last_membership.clone(),
         };
         let (stored_meta, stored_data) = (meta.clone(), data.clone());
-        db::blocking(&self.database, move |database| write_snapshot(database, &stored_meta, &stored_data)).await?;
-        Ok(Snapshot { meta, snapshot: data })
+        db::blocking(&self.database, move |database| {
+            write_snapshot(database, &stored_meta, &stored_data)
+        })
+        .await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: data,
+        })
     }
 }

@@ -45,7 +45,9 @@ impl Cluster {
             .iter()
             .map(|(id, listener)| (*id, listener.local_addr().unwrap()))
             .collect();
-        let data_dirs = (1..=size).map(|id| (id, root.path().join(format!("n{id}")))).collect();
+        let data_dirs = (1..=size)
+            .map(|id| (id, root.path().join(format!("n{id}"))))
+            .collect();
         let mut cluster = Cluster {
             _root: root,
             voters,
@@ -65,7 +67,9 @@ impl Cluster {
 
     async fn open_node(&self, id: u64, listener: TcpListener) -> RunningNode {
         let config = ConsensusConfig::new(id, self.voters.clone(), self.data_dirs[&id].clone());
-        let consensus = Consensus::open_with(config, self.options.clone()).await.unwrap();
+        let consensus = Consensus::open_with(config, self.options.clone())
+            .await
+            .unwrap();
         let (stop_server, stopped) = oneshot::channel::<()>();
         let router = consensus.peer_router();
         let server = tokio::spawn(async move {
@@ -96,7 +100,12 @@ impl Cluster {
     /// Stops the server (idle keep-alive connections close, so peers do not
     /// keep talking to a dead node) and the node, keeping its data dir.
     async fn stop(&mut self, id: u64) {
-        let node = self.nodes.get_mut(&id).unwrap().take().expect("node is running");
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .unwrap()
+            .take()
+            .expect("node is running");
         let _ = node.stop_server.send(());
         node.consensus.shutdown().await;
         match tokio::time::timeout(Duration::from_secs(3), node.server).await {
@@ -124,27 +133,49 @@ impl Cluster {
                 .map(|(id, _)| id)
                 .collect();
             if let [leader] = leaders[..] {
-                if self.running().all(|(_, node)| node.leadership().leader == Some(leader)) {
+                if self
+                    .running()
+                    .all(|(_, node)| node.leadership().leader == Some(leader))
+                {
                     return leader;
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "no agreed leader within {SETTLE_TIMEOUT:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no agreed leader within {SETTLE_TIMEOUT:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     fn followers(&self, leader: u64) -> Vec<u64> {
-        self.running().map(|(id, _)| id).filter(|id| *id != leader).collect()
+        self.running()
+            .map(|(id, _)| id)
+            .filter(|id| *id != leader)
+            .collect()
     }
 
     /// Waits until node `id` has applied a state satisfying `condition`.
-    async fn wait_state(&self, id: u64, what: &str, condition: impl Fn(&ClusterState) -> bool) -> Arc<ClusterState> {
+    async fn wait_state(
+        &self,
+        id: u64,
+        what: &str,
+        condition: impl Fn(&ClusterState) -> bool,
+    ) -> Arc<ClusterState> {
         let mut state = self.node(id).state();
-        let reached = match tokio::time::timeout(SETTLE_TIMEOUT, state.wait_for(|state| condition(state))).await {
-            Ok(Ok(state)) => Some(state.clone()),
-            _ => None,
-        };
-        reached.unwrap_or_else(|| panic!("node {id} never reached: {what}; it has {:?}", *state.borrow()))
+        let reached =
+            match tokio::time::timeout(SETTLE_TIMEOUT, state.wait_for(|state| condition(state)))
+                .await
+            {
+                Ok(Ok(state)) => Some(state.clone()),
+                _ => None,
+            };
+        reached.unwrap_or_else(|| {
+            panic!(
+                "node {id} never reached: {what}; it has {:?}",
+                *state.borrow()
+            )
+        })
     }
 
     async fn shutdown(mut self) {
@@ -177,7 +208,10 @@ fn assign(node: u64, epoch: u64, expected_epoch: u64, expected_renewals: u64) ->
 }
 
 fn has_health(state: &ClusterState, node: u64, detail: &str) -> bool {
-    state.health.get(&node).is_some_and(|health| health.detail == detail)
+    state
+        .health
+        .get(&node)
+        .is_some_and(|health| health.detail == detail)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -195,7 +229,9 @@ async fn three_nodes_elect_a_leader_and_commit_a_command_proposed_on_a_follower(
     assert_eq!(result, Ok(Ok(())));
     for id in 1..=3 {
         let state = cluster
-            .wait_state(id, "the follower's health report", |state| has_health(state, follower, "from follower"))
+            .wait_state(id, "the follower's health report", |state| {
+                has_health(state, follower, "from follower")
+            })
             .await;
         assert!(!state.is_ready(follower));
     }
@@ -203,11 +239,25 @@ async fn three_nodes_elect_a_leader_and_commit_a_command_proposed_on_a_follower(
     // Leadership primitives agree with who leads.
     let leadership = cluster.node(follower).leadership();
     assert_eq!((leadership.leader, leadership.is_me), (Some(leader), false));
-    assert_eq!(*cluster.node(follower).leadership_watch().borrow(), leadership);
-    assert_eq!(cluster.node(leader).confirm_leadership(Duration::from_secs(2)).await, Ok(()));
     assert_eq!(
-        cluster.node(follower).confirm_leadership(Duration::from_secs(2)).await,
-        Err(ProposeError::NotLeader { leader: Some(leader) })
+        *cluster.node(follower).leadership_watch().borrow(),
+        leadership
+    );
+    assert_eq!(
+        cluster
+            .node(leader)
+            .confirm_leadership(Duration::from_secs(2))
+            .await,
+        Ok(())
+    );
+    assert_eq!(
+        cluster
+            .node(follower)
+            .confirm_leadership(Duration::from_secs(2))
+            .await,
+        Err(ProposeError::NotLeader {
+            leader: Some(leader)
+        })
     );
 
     // The leader has fresh acks from both followers; a follower knows none.
@@ -215,9 +265,16 @@ async fn three_nodes_elect_a_leader_and_commit_a_command_proposed_on_a_follower(
     assert_eq!(ages.keys().copied().collect::<Vec<_>>(), followers);
     for (id, age) in &ages {
         let age = age.unwrap_or_else(|| panic!("no ack from follower {id}"));
-        assert!(age < Duration::from_millis(500), "ack from {id} is {age:?} old");
+        assert!(
+            age < Duration::from_millis(500),
+            "ack from {id} is {age:?} old"
+        );
     }
-    assert!(cluster.node(follower).follower_ack_ages().values().all(Option::is_none));
+    assert!(cluster
+        .node(follower)
+        .follower_ack_ages()
+        .values()
+        .all(Option::is_none));
     cluster.shutdown().await;
 }
 
@@ -227,16 +284,43 @@ async fn a_cas_rejection_comes_back_as_ok_err_from_leader_and_follower() {
     let leader = cluster.leader().await;
     let follower = cluster.followers(leader)[0];
     let not_next = assign(1, 5, 0, 0);
-    let expected = Err(Rejection::EpochNotNext { proposed: 5, current: 0 });
-    assert_eq!(cluster.node(leader).propose(not_next.clone(), PROPOSE_TIMEOUT).await, Ok(expected.clone()));
+    let expected = Err(Rejection::EpochNotNext {
+        proposed: 5,
+        current: 0,
+    });
+    assert_eq!(
+        cluster
+            .node(leader)
+            .propose(not_next.clone(), PROPOSE_TIMEOUT)
+            .await,
+        Ok(expected.clone())
+    );
     // Through /raft/propose: the rejection survives the JSON round trip.
-    assert_eq!(cluster.node(follower).propose(not_next, PROPOSE_TIMEOUT).await, Ok(expected));
+    assert_eq!(
+        cluster
+            .node(follower)
+            .propose(not_next, PROPOSE_TIMEOUT)
+            .await,
+        Ok(expected)
+    );
 
-    assert_eq!(cluster.node(follower).propose(assign(1, 1, 0, 0), PROPOSE_TIMEOUT).await, Ok(Ok(())));
+    assert_eq!(
+        cluster
+            .node(follower)
+            .propose(assign(1, 1, 0, 0), PROPOSE_TIMEOUT)
+            .await,
+        Ok(Ok(()))
+    );
     // The same decision again: the state moved on since it was taken.
     assert_eq!(
-        cluster.node(follower).propose(assign(2, 2, 0, 0), PROPOSE_TIMEOUT).await,
-        Ok(Err(Rejection::StateMoved { epoch: 1, renewals: 0 }))
+        cluster
+            .node(follower)
+            .propose(assign(2, 2, 0, 0), PROPOSE_TIMEOUT)
+            .await,
+        Ok(Err(Rejection::StateMoved {
+            epoch: 1,
+            renewals: 0
+        }))
     );
     cluster.shutdown().await;
 }
@@ -245,19 +329,40 @@ async fn a_cas_rejection_comes_back_as_ok_err_from_leader_and_follower() {
 async fn with_one_node_down_the_other_two_still_commit() {
     let mut cluster = Cluster::start(3, ConsensusOptions::default()).await;
     let leader = cluster.leader().await;
-    let [down, up] = cluster.followers(leader)[..] else { panic!("two followers expected") };
+    let [down, up] = cluster.followers(leader)[..] else {
+        panic!("two followers expected")
+    };
     cluster.stop(down).await;
 
-    let result = cluster.node(up).propose(health(up, true, "two of three"), PROPOSE_TIMEOUT).await;
+    let result = cluster
+        .node(up)
+        .propose(health(up, true, "two of three"), PROPOSE_TIMEOUT)
+        .await;
     assert_eq!(result, Ok(Ok(())));
-    cluster.wait_state(leader, "the commit", |state| has_health(state, up, "two of three")).await;
-    assert_eq!(cluster.node(leader).confirm_leadership(Duration::from_secs(2)).await, Ok(()));
+    cluster
+        .wait_state(leader, "the commit", |state| {
+            has_health(state, up, "two of three")
+        })
+        .await;
+    assert_eq!(
+        cluster
+            .node(leader)
+            .confirm_leadership(Duration::from_secs(2))
+            .await,
+        Ok(())
+    );
 
     // The stopped follower's ack ages while the live one stays fresh.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let ages = cluster.node(leader).follower_ack_ages();
-    assert!(ages[&up].expect("live follower acks") < Duration::from_millis(300), "{ages:?}");
-    assert!(ages[&down].expect("acked before it stopped") > Duration::from_millis(300), "{ages:?}");
+    assert!(
+        ages[&up].expect("live follower acks") < Duration::from_millis(300),
+        "{ages:?}"
+    );
+    assert!(
+        ages[&down].expect("acked before it stopped") > Duration::from_millis(300),
+        "{ages:?}"
+    );
     cluster.shutdown().await;
 }
 
@@ -265,17 +370,34 @@ async fn with_one_node_down_the_other_two_still_commit() {
 async fn a_restarted_leader_keeps_its_state_and_rejoins() {
     let mut cluster = Cluster::start(3, ConsensusOptions::default()).await;
     let old_leader = cluster.leader().await;
-    assert_eq!(cluster.node(old_leader).propose(assign(old_leader, 1, 0, 0), PROPOSE_TIMEOUT).await, Ok(Ok(())));
+    assert_eq!(
+        cluster
+            .node(old_leader)
+            .propose(assign(old_leader, 1, 0, 0), PROPOSE_TIMEOUT)
+            .await,
+        Ok(Ok(()))
+    );
     for id in 1..=3 {
-        cluster.wait_state(id, "epoch 1", |state| state.epoch == 1).await;
+        cluster
+            .wait_state(id, "epoch 1", |state| state.epoch == 1)
+            .await;
     }
     let old_term = cluster.node(old_leader).leadership().term;
 
     cluster.stop(old_leader).await;
     let new_leader = cluster.leader().await;
     assert_ne!(new_leader, old_leader);
-    let renew = Command::Renew { node: old_leader, epoch: 1 };
-    assert_eq!(cluster.node(new_leader).propose(renew, PROPOSE_TIMEOUT).await, Ok(Ok(())));
+    let renew = Command::Renew {
+        node: old_leader,
+        epoch: 1,
+    };
+    assert_eq!(
+        cluster
+            .node(new_leader)
+            .propose(renew, PROPOSE_TIMEOUT)
+            .await,
+        Ok(Ok(()))
+    );
 
     let restarted = cluster.restart(old_leader).await;
     // Before hearing from anyone, storage alone gives back the epoch and
@@ -284,14 +406,24 @@ async fn a_restarted_leader_keeps_its_state_and_rejoins() {
     assert!(restarted.leadership().term >= old_term);
     restarted.initialize_if_new().await.unwrap();
 
-    cluster.wait_state(old_leader, "the renewal committed while it was down", |state| state.renewals == 1).await;
+    cluster
+        .wait_state(
+            old_leader,
+            "the renewal committed while it was down",
+            |state| state.renewals == 1,
+        )
+        .await;
     let result = cluster
         .node(old_leader)
         .propose(health(old_leader, true, "back"), PROPOSE_TIMEOUT)
         .await;
     assert_eq!(result, Ok(Ok(())));
     for id in 1..=3 {
-        cluster.wait_state(id, "the rejoined node's report", |state| has_health(state, old_leader, "back")).await;
+        cluster
+            .wait_state(id, "the rejoined node's report", |state| {
+                has_health(state, old_leader, "back")
+            })
+            .await;
     }
     cluster.shutdown().await;
 }
@@ -310,7 +442,10 @@ async fn snapshots_purge_the_log_and_catch_up_a_node_that_was_down() {
 
     for round in 0..30 {
         let command = health(leader, true, &format!("round {round}"));
-        assert_eq!(cluster.node(leader).propose(command, PROPOSE_TIMEOUT).await, Ok(Ok(())));
+        assert_eq!(
+            cluster.node(leader).propose(command, PROPOSE_TIMEOUT).await,
+            Ok(Ok(()))
+        );
     }
     let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
     let status = loop {
@@ -318,7 +453,10 @@ async fn snapshots_purge_the_log_and_catch_up_a_node_that_was_down() {
         if status.snapshot_index >= Some(25) && status.purged_index >= Some(20) {
             break status;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no snapshot and purge: {status:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot and purge: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.last_log_index >= Some(30), "{status:?}");
@@ -327,9 +465,14 @@ async fn snapshots_purge_the_log_and_catch_up_a_node_that_was_down() {
     // catch up by installing the snapshot.
     let restarted = cluster.restart(lagging).await;
     let before = restarted.log_status();
-    assert!(before.last_applied_index < status.purged_index, "{before:?} vs {status:?}");
+    assert!(
+        before.last_applied_index < status.purged_index,
+        "{before:?} vs {status:?}"
+    );
     let caught_up = cluster
-        .wait_state(lagging, "the leader's last report", |state| has_health(state, leader, "round 29"))
+        .wait_state(lagging, "the leader's last report", |state| {
+            has_health(state, leader, "round 29")
+        })
         .await;
     assert!(cluster.node(lagging).log_status().snapshot_index.is_some());
     assert_eq!(*caught_up, **cluster.node(leader).state().borrow());
@@ -351,11 +494,17 @@ async fn an_isolated_leader_keeps_its_server_state_but_refuses_proposals() {
     assert!(cluster.node(leader).leadership().is_me);
     let timeout = Duration::from_millis(500);
     assert_eq!(
-        cluster.node(leader).propose(health(leader, true, "alone"), timeout).await,
+        cluster
+            .node(leader)
+            .propose(health(leader, true, "alone"), timeout)
+            .await,
         Err(ProposeError::NoLeader { after_ms: 500 })
     );
     let confirmed = cluster.node(leader).confirm_leadership(timeout).await;
-    assert!(matches!(confirmed, Err(ProposeError::QuorumNotReached { .. })), "{confirmed:?}");
+    assert!(
+        matches!(confirmed, Err(ProposeError::QuorumNotReached { .. })),
+        "{confirmed:?}"
+    );
     cluster.shutdown().await;
 }
 
@@ -365,10 +514,24 @@ async fn leadership_can_be_handed_to_another_voter() {
     let leader = cluster.leader().await;
     let successor = cluster.followers(leader)[0];
     let mut watch = cluster.node(successor).leadership_watch();
-    cluster.node(leader).transfer_leadership(successor).await.unwrap();
-    let became_leader = tokio::time::timeout(SETTLE_TIMEOUT, watch.wait_for(|leadership| leadership.is_me)).await;
-    assert!(matches!(became_leader, Ok(Ok(_))), "node {successor} never took over");
+    cluster
+        .node(leader)
+        .transfer_leadership(successor)
+        .await
+        .unwrap();
+    let became_leader = tokio::time::timeout(
+        SETTLE_TIMEOUT,
+        watch.wait_for(|leadership| leadership.is_me),
+    )
+    .await;
+    assert!(
+        matches!(became_leader, Ok(Ok(_))),
+        "node {successor} never took over"
+    );
     assert_eq!(cluster.leader().await, successor);
-    assert!(cluster.node(leader).transfer_leadership(9).await.is_err(), "9 is not a voter");
+    assert!(
+        cluster.node(leader).transfer_leadership(9).await.is_err(),
+        "9 is not a voter"
+    );
     cluster.shutdown().await;
 }

@@ -559,8 +559,11 @@ fn watch_shows_a_failover_live() {
     let old_master = wait_for("exactly one master", FAILOVER_WAIT, || {
         only_master(&status())
     });
-    let watch = start_watch();
     wait_for("a banner on the floating IP", FAILOVER_WAIT, probe);
+    let watch = start_watch();
+    // Let the watcher (another process) record the old master's banner
+    // before the fault; otherwise its first probe may race the power cut.
+    std::thread::sleep(Duration::from_secs(1));
     lab_ok(&["fail", &old_master, "--mode", "power"]);
     let new_master = wait_for("another node as the only master", FAILOVER_WAIT, || {
         only_master(&status()).filter(|master| *master != old_master)
