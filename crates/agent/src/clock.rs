@@ -23,6 +23,11 @@ impl Clock {
         Millis(self.origin.elapsed().as_millis() as u64)
     }
 
+    /// The same clock at an earlier `Instant` (clamped to the origin).
+    pub fn at(&self, instant: Instant) -> Millis {
+        Millis(instant.saturating_duration_since(self.origin).as_millis() as u64)
+    }
+
     /// Wall-clock milliseconds, for records shown to people only.
     pub fn unix_ms(&self) -> u64 {
         SystemTime::now()

@@ -56,7 +56,8 @@ struct DeciderClock {
     /// only whether it is set matters to the decider (see core::decider).
     leader_since: Option<Millis>,
     leader_term: u64,
-    /// When the epoch or the renewal count last changed here.
+    /// When the entry behind the last change of epoch or renewal count
+    /// arrived here.
     last_progress_seen: Millis,
     seen: (u64, u64),
     /// One assignment proposal at a time.
@@ -153,7 +154,17 @@ impl Control {
                     let now = self.clock.now();
                     if (state.epoch, state.renewals) != decider.seen {
                         decider.seen = (state.epoch, state.renewals);
-                        decider.last_progress_seen = now;
+                        // From when the entry arrived here, not when it was
+                        // applied: after a leader dies the last renewals are
+                        // applied only an election later (see
+                        // mailherd_consensus's arrivals module). Never later
+                        // than now, never earlier than this process.
+                        decider.last_progress_seen = self
+                            .consensus
+                            .last_progress_arrival()
+                            .map(|at| self.clock.at(at))
+                            .unwrap_or(now)
+                            .min(now);
                     }
                     if let Some(h) = holder.as_mut() {
                         pending.extend(h.handle(now, HolderEvent::Applied { assignment: state.assignment }));

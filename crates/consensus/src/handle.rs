@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::arrivals::Arrivals;
 use crate::config::{raft_config, ConsensusConfig, ConsensusOptions};
 use crate::db;
 use crate::error::{ConsensusError, ProposeError};
@@ -50,6 +51,8 @@ struct Inner {
     raft: MailherdRaft,
     /// The applied `ClusterState`, published by the state machine.
     state: watch::Receiver<Arc<ClusterState>>,
+    /// When the last accepted Assign/Renew arrived in this node's log.
+    arrivals: Arrivals,
     /// Leadership as derived from openraft's metrics by `leadership_task`.
     leadership: watch::Receiver<Leadership>,
     /// Copies openraft metrics into `leadership`; aborted on shutdown so it
@@ -114,8 +117,9 @@ impl Consensus {
                 .map_err(|error| storage_error(error.to_string()))?
         };
         let weak_database = Arc::downgrade(&database);
-        let log_store = LogStore::new(database.clone());
-        let state_machine = StateMachineStore::open(database)
+        let arrivals = Arrivals::default();
+        let log_store = LogStore::new(database.clone(), arrivals.clone());
+        let state_machine = StateMachineStore::open(database, arrivals.clone())
             .await
             .map_err(|error| storage_error(error.to_string()))?;
         let state = state_machine.subscribe();
@@ -165,6 +169,7 @@ impl Consensus {
                 config,
                 raft,
                 state,
+                arrivals,
                 leadership,
                 leadership_task: Mutex::new(Some(leadership_task)),
                 peer_http,
@@ -236,6 +241,15 @@ impl Consensus {
     /// value is what storage held on open.
     pub fn state(&self) -> watch::Receiver<Arc<ClusterState>> {
         self.inner.state.clone()
+    }
+
+    /// When the entry behind the latest applied progress (an accepted
+    /// `Assign` or `Renew`) arrived in this node's log; read it after seeing
+    /// a new state and the value is at least as recent as that state's
+    /// progress. `None` before any progress was applied here. The decider
+    /// measures `lease + drift_margin` from it (see the `arrivals` module).
+    pub fn last_progress_arrival(&self) -> Option<std::time::Instant> {
+        self.inner.arrivals.last_progress()
     }
 
     /// Current view of leadership from openraft metrics.

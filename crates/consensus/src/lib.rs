@@ -31,6 +31,8 @@
 //!   the openraft `Config` built from them.
 //! - [`types`]: the openraft type configuration, [`Leadership`],
 //!   [`LogStatus`] and the wire messages of the peer endpoints.
+//! - `arrivals`: when log entries arrived here, for the decider's lease
+//!   arithmetic.
 //! - `db`: the redb file and its tables, shared by the two stores below.
 //! - `log_store`: the Raft log, vote and committed index (`RaftLogStorage`).
 //! - `state_machine`: `ClusterState` as a persistent openraft state machine,
@@ -41,6 +43,7 @@
 //!   propose (forwarding to the leader), leadership, shutdown.
 //! - [`error`]: [`ConsensusError`] and [`ProposeError`].
 
+mod arrivals;
 pub mod config;
 mod db;
 pub mod error;

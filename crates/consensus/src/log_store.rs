@@ -15,17 +15,20 @@ use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{OptionalSend, RaftTypeConfig};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+use crate::arrivals::Arrivals;
 use crate::db::{self, StoreError, COMMITTED, LAST_PURGED, LOG, LOG_META, VOTE};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 #[derive(Clone)]
 pub(crate) struct LogStore {
     database: Arc<Database>,
+    /// Arrival times of appended entries (see `arrivals`).
+    arrivals: Arrivals,
 }
 
 impl LogStore {
-    pub(crate) fn new(database: Arc<Database>) -> Self {
-        LogStore { database }
+    pub(crate) fn new(database: Arc<Database>, arrivals: Arrivals) -> Self {
+        LogStore { database, arrivals }
     }
 }
 
@@ -130,12 +133,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Encode before going to the blocking pool: entries need not be
         // Send + 'static as a lazy iterator, their bytes are.
         let mut encoded = Vec::new();
+        let mut indexes = Vec::new();
         for entry in entries {
+            indexes.push(entry.log_id.index);
             encoded.push((
                 entry.log_id.index,
                 db::encode("log entry", &entry).map_err(io::Error::from)?,
             ));
         }
+        self.arrivals.arrived(indexes);
         let result = db::blocking(&self.database, move |database| {
             let transaction = database.begin_write()?;
             {

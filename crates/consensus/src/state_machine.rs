@@ -20,6 +20,7 @@ use openraft::{EntryPayload, OptionalSend};
 use redb::Database;
 use tokio::sync::watch;
 
+use crate::arrivals::Arrivals;
 use crate::db::{
     self, StoreError, CLUSTER_STATE, LAST_APPLIED, LAST_MEMBERSHIP, SNAPSHOT, SNAPSHOT_DATA,
     SNAPSHOT_META, STATE_MACHINE,
@@ -42,11 +43,13 @@ pub(crate) struct StateMachineStore {
     /// Publishes the state after every apply batch and snapshot install;
     /// `Consensus::state` hands out receivers.
     state_sender: watch::Sender<Arc<ClusterState>>,
+    /// Arrival times, to tell when the last progress arrived.
+    arrivals: Arrivals,
 }
 
 impl StateMachineStore {
     /// Loads the applied state from redb (or starts empty).
-    pub(crate) async fn open(database: Arc<Database>) -> io::Result<Self> {
+    pub(crate) async fn open(database: Arc<Database>, arrivals: Arrivals) -> io::Result<Self> {
         let applied = db::blocking(&database, |database| {
             let last_applied: Option<Option<LogId>> =
                 db::read_value(database, STATE_MACHINE, LAST_APPLIED)?;
@@ -66,6 +69,7 @@ impl StateMachineStore {
             database,
             applied,
             state_sender,
+            arrivals,
         })
     }
 
@@ -151,6 +155,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut next = self.applied.clone();
         let mut state = (*self.applied.state).clone();
         let mut applied_a_command = false;
+        // Log indexes of accepted commands that moved the role forward.
+        let mut progress: Vec<u64> = Vec::new();
         // Responses wait until the batch is durable and published, so that
         // a proposer that gets its result also finds it in `state()`.
         let mut responses: Vec<(ApplyResponder<TypeConfig>, CommandResult)> = Vec::new();
@@ -161,7 +167,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Blank => Ok(()),
                 EntryPayload::Normal(Proposal(command)) => {
                     applied_a_command = true;
-                    state.apply(&command)
+                    let result = state.apply(&command);
+                    if result.is_ok() && command.moves_the_role() {
+                        progress.push(entry.log_id.index);
+                    }
+                    result
                 }
                 EntryPayload::Membership(membership) => {
                     next.last_membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -179,6 +189,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await?;
         self.applied = next;
+        // Progress first, then the state: whoever sees the new state finds
+        // an arrival time at least as recent as the one behind it.
+        for index in progress {
+            self.arrivals.progressed_at(index);
+        }
+        if let Some(last) = self.applied.last_applied {
+            self.arrivals.forget_up_to(last.index);
+        }
         if applied_a_command {
             self.state_sender.send_replace(self.applied.state.clone());
         }
@@ -214,6 +232,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await?;
         self.applied = installed;
+        self.arrivals.progressed_now();
         self.state_sender.send_replace(self.applied.state.clone());
         Ok(())
     }

@@ -32,10 +32,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RedbStor
 
 async fn open_stores(dir: &TempDir) -> (LogStore, StateMachineStore) {
     let database = db::open(&dir.path().join(db::FILE_NAME)).expect("open redb");
-    let state_machine = StateMachineStore::open(database.clone())
+    let state_machine = StateMachineStore::open(database.clone(), Default::default())
         .await
         .expect("open state machine");
-    (LogStore::new(database), state_machine)
+    (LogStore::new(database, Default::default()), state_machine)
 }
 
 fn log_id(term: u64, node: u64, index: u64) -> LogId {

@@ -9,7 +9,9 @@
 //! (within ±3%, inside the drift margin). Faults: power loss (holds nothing
 //! at once, restarts later with a fresh holder), partitions, stack failure,
 //! leader changes. Resources count as held from the start of a promotion to
-//! the end of a demotion, pessimistically.
+//! the end of a demotion, pessimistically. Like the agent, a node measures
+//! the decider's wait from when a progress entry *arrived* in its log, and
+//! applies nothing while there is no leader.
 //!
 //! Checked at every simulated millisecond step: at most one node holds.
 //! Checked at the end, after every fault healed: exactly one master.
@@ -308,7 +310,10 @@ impl World {
                 continue;
             }
             let local = self.nodes[i].local(now);
-            if !self.nodes[i].partitioned {
+            // Followers learn the commit index from a leader: while there is
+            // none, entries sit in their logs unapplied (the window the
+            // arrival-time rule is about).
+            if !self.nodes[i].partitioned && self.leader.is_some() {
                 let delay = self.apply_delay[i];
                 let mut target = self.nodes[i].applied;
                 while target + 1 < self.log.len() && self.log[target + 1].0 + delay <= now {
@@ -321,7 +326,18 @@ impl World {
                     let progress = (state.epoch, state.renewals);
                     if progress != self.nodes[i].seen {
                         self.nodes[i].seen = progress;
-                        self.nodes[i].last_progress_seen = local;
+                        // Like the agent: measured from when the entry that
+                        // made this progress arrived here (its append plus
+                        // a delivery delay), not from the apply.
+                        let mut first = target;
+                        while first > 0 && {
+                            let before = &self.log[first - 1].1;
+                            (before.epoch, before.renewals) == progress
+                        } {
+                            first -= 1;
+                        }
+                        let arrived = self.log[first].0 + delay / 2;
+                        self.nodes[i].last_progress_seen = self.nodes[i].local(arrived).min(local);
                     }
                     let actions = self.nodes[i]
                         .holder

@@ -140,6 +140,14 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether applying it (successfully) is progress of the role that the
+    /// decider's lease wait restarts from: an assignment or a renewal.
+    pub fn moves_the_role(&self) -> bool {
+        matches!(self, Command::Assign { .. } | Command::Renew { .. })
+    }
+}
+
 /// Why a command changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "type", rename_all = "snake_case")]
