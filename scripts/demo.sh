@@ -14,7 +14,6 @@ lab=target/debug/mailherd-lab
 $lab down >/dev/null 2>&1 || true
 echo "== bringing up 3 nodes with Postfix + Dovecot (returns once a master serves)"
 $lab up --nodes 3 --stack mail
-$lab status
 
 master=$($lab status --json | jq -r '.nodes[] | select(.role == "master") | .name')
 echo "== master is $master; sending a mail to the floating IP"

@@ -109,9 +109,13 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// openraft logs every failed heartbeat to an unreachable peer as a
+/// warning (20 a second per peer); the agent reports what matters
+/// (leadership changes, lost leases) itself, so openraft is kept to errors
+/// unless RUST_LOG says otherwise.
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

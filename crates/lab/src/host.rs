@@ -161,9 +161,18 @@ pub fn preflight(stack: Stack) -> Result<()> {
     if stack == Stack::Mail {
         requirements.extend(MAIL_REQUIREMENTS);
     }
+    check_requirements(&requirements)?;
+    if !Path::new("/dev/loop-control").exists() {
+        bail!("this kernel has no loop device support (/dev/loop-control is missing)");
+    }
+    Ok(())
+}
+
+/// Fails naming every missing tool and the Debian packages that bring them.
+fn check_requirements(requirements: &[&Requirement]) -> Result<()> {
     let mut missing: Vec<String> = Vec::new();
     let mut packages: Vec<&str> = Vec::new();
-    for requirement in requirements {
+    for requirement in requirements.iter().copied() {
         let present = if requirement.what.starts_with('/') {
             Path::new(requirement.what).exists()
         } else {
@@ -185,9 +194,6 @@ pub fn preflight(stack: Stack) -> Result<()> {
             missing.join(", "),
             packages.join(" ")
         );
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        bail!("this kernel has no loop device support (/dev/loop-control is missing)");
     }
     Ok(())
 }
@@ -216,4 +222,41 @@ pub fn resolve_agent_bin(explicit: Option<&Path>) -> Result<PathBuf> {
 /// This executable (nodes run `node-init` and `banner` from it).
 pub fn lab_bin() -> Result<PathBuf> {
     std::env::current_exe().context("cannot find this executable's path")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_names_its_debian_package_once() {
+        let missing = [
+            &Requirement {
+                what: "/nonexistent/mailherd-test/postfix",
+                package: "imaginary-postfix",
+            },
+            &Requirement {
+                what: "/nonexistent/mailherd-test/postqueue",
+                package: "imaginary-postfix",
+            },
+            &Requirement {
+                what: "mailherd-test-no-such-program",
+                package: "imaginary-tools",
+            },
+        ];
+        let error = check_requirements(&missing).unwrap_err().to_string();
+        assert!(
+            error.contains("/nonexistent/mailherd-test/postfix (Debian package imaginary-postfix)"),
+            "{error}"
+        );
+        assert!(
+            error.ends_with("install with `apt-get install imaginary-postfix imaginary-tools`"),
+            "{error}"
+        );
+        let present = [&Requirement {
+            what: "/bin/sh",
+            package: "dash",
+        }];
+        assert!(check_requirements(&present).is_ok());
+    }
 }

@@ -333,7 +333,7 @@ fn spawn_agent(init: &NodeInit) -> Option<Pid> {
                 .arg("agent")
                 .arg("--config")
                 .arg(&init.config)
-                .env("RUST_LOG", "info,openraft=warn")
+                .env("RUST_LOG", "info,openraft=error")
                 // The log is a file: no terminal colour codes in it.
                 .env("NO_COLOR", "1")
                 .current_dir(&init.dir)
