@@ -23,14 +23,12 @@
 //! - [`banner`]: the banner server;
 //! - [`probe`]: SMTP banner probes and `watch`;
 //! - [`mail`]: SMTP sending and the small IMAP client;
-//! - [`http`]: the blocking HTTP GET used to ask agents for `/status`;
 //! - [`commands`]: one module per subcommand family.
 
 mod agent_config;
 mod banner;
 mod commands;
 mod host;
-mod http;
 mod mail;
 mod netns;
 mod node;

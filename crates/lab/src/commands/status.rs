@@ -130,12 +130,27 @@ fn ask_agent(node: &NodeState) -> NodeAnswer {
     if node.powered_off {
         return NodeAnswer::down("powered off");
     }
+    let url = format!("http://{}/status", node.api);
+    // The socket must be made by the thread that entered the node's network
+    // namespace, so the request runs on a current-thread runtime there.
     let answer = crate::netns::run_in(&node.namespace, || {
-        crate::http::get(node.api, "/status", AGENT_TIMEOUT)
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let client = reqwest::Client::builder()
+                .timeout(AGENT_TIMEOUT)
+                .no_proxy()
+                .build()?;
+            let response = client.get(&url).send().await?;
+            let status = response.status();
+            let body = response.text().await?;
+            anyhow::Ok((status, body))
+        })
     });
     match answer {
-        Ok(response) if response.status == 200 => parse_status(&response.body),
-        Ok(response) => NodeAnswer::down(format!("/status answered HTTP {}", response.status)),
+        Ok((status, body)) if status.is_success() => parse_status(&body),
+        Ok((status, _)) => NodeAnswer::down(format!("/status answered HTTP {status}")),
         Err(error) => NodeAnswer::down(format!("{error:#}")),
     }
 }
