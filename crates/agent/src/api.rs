@@ -1,8 +1,9 @@
 //! The agent's HTTP API: `/health`, `/status`, `/master`, `/backup`.
 //!
-//! `/master` answers 200 only on a master whose stack is operational (or
-//! degraded: every critical check up), so HAProxy's `option httpchk GET
-//! /master` sends traffic to exactly the node that serves.
+//! `/master` answers 200 only on a master that finished its promotion and
+//! whose stack is operational (or degraded: every critical check up), so
+//! HAProxy's `option httpchk GET /master` sends traffic to exactly the node
+//! that serves. `/backup` answers 200 only on a ready backup holding nothing.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -57,7 +58,7 @@ async fn master(State(state): State<ApiState>) -> impl IntoResponse {
         .verdict
         .as_ref()
         .is_none_or(|v| matches!(v.verdict, Verdict::Operational | Verdict::Degraded));
-    if doc.role == "master" && operational {
+    if doc.phase == "master" && operational {
         (StatusCode::OK, format!("MASTER {}\n", doc.node))
     } else {
         (
@@ -69,7 +70,7 @@ async fn master(State(state): State<ApiState>) -> impl IntoResponse {
 
 async fn backup(State(state): State<ApiState>) -> impl IntoResponse {
     let doc = state.status.borrow().clone();
-    if doc.role == "backup" {
+    if doc.role == "backup" && doc.phase == "backup" {
         (StatusCode::OK, format!("BACKUP {}\n", doc.node))
     } else {
         (

@@ -36,6 +36,12 @@ const STATUS_HISTORY: usize = 20;
 /// Results of spawned work, reported back to the loop.
 enum Event {
     Holder(HolderEvent),
+    /// The end of pipeline run `id`; ignored unless it is the current run
+    /// (a superseded run's late report must not end its successor).
+    Pipeline {
+        id: u64,
+        event: HolderEvent,
+    },
     AssignDone,
     HealthDone,
     ReleaseDone,
@@ -48,6 +54,8 @@ pub struct Control {
     monitor: Option<Monitor>,
     clock: Clock,
     status_tx: watch::Sender<StatusDocument>,
+    /// Numbers pipeline runs.
+    next_run_id: std::sync::atomic::AtomicU64,
 }
 
 /// The decider's bookkeeping, on this node's clock.
@@ -80,6 +88,7 @@ impl Control {
             monitor,
             clock,
             status_tx,
+            next_run_id: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -99,7 +108,7 @@ impl Control {
             holder = Some(h);
             pending = actions;
         }
-        let mut pipeline: Option<(JoinHandle<()>, PipelineKind)> = None;
+        let mut pipeline: Option<Running> = None;
         let mut decider = DeciderClock {
             leader_since: None,
             leader_term: 0,
@@ -189,11 +198,18 @@ impl Control {
                     let now = self.clock.now();
                     match event {
                         Event::Holder(event) => {
-                            if let HolderEvent::PromotionFinished { .. } | HolderEvent::DemotionFinished { .. } = event {
-                                pipeline = None;
-                            }
                             if let Some(h) = holder.as_mut() {
                                 pending.extend(h.handle(now, event));
+                            }
+                        }
+                        Event::Pipeline { id, event } => {
+                            if pipeline.as_ref().is_some_and(|running| running.id == id) {
+                                pipeline = None;
+                                if let Some(h) = holder.as_mut() {
+                                    pending.extend(h.handle(now, event));
+                                }
+                            } else {
+                                tracing::debug!(id, ?event, "ignoring the report of a superseded pipeline run");
                             }
                         }
                         Event::AssignDone => decider.assign_in_flight = false,
@@ -216,8 +232,11 @@ impl Control {
                             self.refresh_garp_if_due(now, &mut last_garp);
                         }
                     }
+                    // The decider keeps running while this node shuts down:
+                    // it is usually the Raft leader (on the master), and the
+                    // fast path after its own release depends on it.
+                    self.run_decider(now, &state, &mut decider, &events_tx);
                     if shutting_down_since.is_none() {
-                        self.run_decider(now, &state, &mut decider, &events_tx);
                         self.hand_leadership_to_master(now, &state, decider.last_progress_seen, &mut last_leadership_transfer);
                         if let Some(h) = holder.as_ref() {
                             self.report_readiness(now, &state, h, &mut not_ready_since, &mut health_in_flight, &events_tx);
@@ -230,8 +249,39 @@ impl Control {
                 }
             }
         }
-        if let Some((task, _)) = pipeline {
-            task.abort();
+        if let Some(running) = pipeline {
+            running.task.abort();
+        }
+        // Leaving must leave nothing held: if the graceful demotion did not
+        // finish within the shutdown limit, kill what is left.
+        if holder
+            .as_ref()
+            .is_some_and(|h| *h.phase() != mailherd_core::Phase::Backup)
+        {
+            tracing::error!("shutdown limit reached while still demoting: killing what is left");
+            pipelines::demote(&self.drivers, true).await;
+        }
+        // Hand Raft leadership on, preferably to the new master, so the
+        // cluster does not wait out an election after this node exits.
+        if self.consensus.leadership().is_me {
+            let me = self.config.me().id;
+            let target = state
+                .assignment
+                .map(|a| a.node)
+                .filter(|node| *node != me)
+                .or_else(|| {
+                    self.config
+                        .members
+                        .iter()
+                        .map(|m| m.id)
+                        .find(|id| *id != me)
+                });
+            if let Some(target) = target {
+                tracing::info!(to = target, "handing Raft leadership on before exiting");
+                if let Err(error) = self.consensus.transfer_leadership(target).await {
+                    tracing::warn!(%error, "could not hand Raft leadership on");
+                }
+            }
         }
         let now = self.clock.now();
         self.publish_status(now, &state, holder.as_ref());
@@ -241,9 +291,12 @@ impl Control {
         &self,
         action: HolderAction,
         events: &mpsc::UnboundedSender<Event>,
-        pipeline: &mut Option<(JoinHandle<()>, PipelineKind)>,
+        pipeline: &mut Option<Running>,
         releases_in_flight: &mut usize,
     ) {
+        let run_id = self
+            .next_run_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let me = self.config.me().id;
         let lease_ms = self.config.cluster.timing().lease.lease_ms;
         match action {
@@ -277,8 +330,8 @@ impl Control {
             }
             HolderAction::StartPromotion { epoch } => {
                 tracing::info!(epoch, "promotion started");
-                if let Some((task, _)) = pipeline.take() {
-                    task.abort();
+                if let Some(running) = pipeline.take() {
+                    running.task.abort();
                 }
                 let drivers = self.drivers.clone();
                 let monitor = self.monitor.clone();
@@ -301,12 +354,16 @@ impl Control {
                         }
                     };
                     record_promotion(consensus, me, epoch, outcome);
-                    let _ = events.send(Event::Holder(HolderEvent::PromotionFinished {
-                        epoch,
-                        result,
-                    }));
+                    let _ = events.send(Event::Pipeline {
+                        id: run_id,
+                        event: HolderEvent::PromotionFinished { epoch, result },
+                    });
                 });
-                *pipeline = Some((task, PipelineKind::Promotion { epoch }));
+                *pipeline = Some(Running {
+                    task,
+                    kind: PipelineKind::Promotion { epoch },
+                    id: run_id,
+                });
             }
             HolderAction::StartDemotion {
                 epoch,
@@ -318,9 +375,13 @@ impl Control {
                 } else {
                     tracing::info!(epoch, %reason, "demotion started");
                 }
-                if let Some((task, kind)) = pipeline.take() {
-                    task.abort();
-                    if let PipelineKind::Promotion { epoch } = kind {
+                if let Some(running) = pipeline.take() {
+                    // Abandoning a promotion is safe: a command it ran is
+                    // killed with its process group when dropped, and a
+                    // mount still running on the blocking pool finishes
+                    // before the demotion's unmount may start.
+                    running.task.abort();
+                    if let PipelineKind::Promotion { epoch } = running.kind {
                         record_promotion(
                             self.consensus.clone(),
                             me,
@@ -337,23 +398,20 @@ impl Control {
                 let drivers = self.drivers.clone();
                 let events = events.clone();
                 let task = tokio::spawn(async move {
-                    let steps = pipelines::demote(&drivers, urgent).await;
-                    // Demotion must leave nothing held; check with the
-                    // drivers and try once more if something is left.
-                    let holdings = drivers.observe().await;
-                    if holdings.holds_anything() {
-                        tracing::error!(?holdings, "still holding after demotion: retrying");
-                        pipelines::demote(&drivers, true).await;
-                    }
-                    let failed: Vec<_> = steps
-                        .iter()
-                        .filter(|s| !s.ok)
-                        .map(|s| s.name.clone())
-                        .collect();
-                    tracing::info!(epoch, ?failed, "demotion finished");
-                    let _ = events.send(Event::Holder(HolderEvent::DemotionFinished { epoch }));
+                    let event = match demote_until_clean(&drivers, urgent).await {
+                        Ok(()) => {
+                            tracing::info!(epoch, "demotion finished: nothing held");
+                            HolderEvent::DemotionFinished { epoch }
+                        }
+                        Err(detail) => HolderEvent::DemotionIncomplete { epoch, detail },
+                    };
+                    let _ = events.send(Event::Pipeline { id: run_id, event });
                 });
-                *pipeline = Some((task, PipelineKind::Demotion));
+                *pipeline = Some(Running {
+                    task,
+                    kind: PipelineKind::Demotion,
+                    id: run_id,
+                });
             }
             HolderAction::ProposeRelease { epoch, reason } => {
                 tracing::info!(epoch, reason = %reason.describe(), "releasing the role");
@@ -382,6 +440,13 @@ impl Control {
                     }
                     let _ = events.send(Event::ReleaseDone);
                 });
+            }
+            HolderAction::DemotionIncomplete { epoch, detail } => {
+                tracing::error!(
+                    epoch,
+                    %detail,
+                    "demotion left resources held: keeping the role (not releasing) and retrying"
+                );
             }
             HolderAction::LeaseEndedWhileHolding { epoch } => {
                 tracing::error!(
@@ -565,7 +630,16 @@ impl Control {
             return;
         }
         let since = *not_ready_since.get_or_insert(now);
-        let cooldown = self.config.cluster.timing().fault_cooldown_ms;
+        // Marked at its own clean shutdown: ready as soon as it runs again.
+        let after_shutdown = state
+            .health
+            .get(&me)
+            .is_some_and(|h| h.detail == mailherd_core::ReleaseReason::Shutdown.describe());
+        let cooldown = if after_shutdown {
+            0
+        } else {
+            self.config.cluster.timing().fault_cooldown_ms
+        };
         if *health_in_flight || now.since(since) < cooldown {
             return;
         }
@@ -577,7 +651,11 @@ impl Control {
                 node: me,
                 health: NodeHealth {
                     ready: true,
-                    detail: format!("ready again after a {cooldown} ms cooldown"),
+                    detail: if after_shutdown {
+                        "ready again after a restart".to_string()
+                    } else {
+                        format!("ready again after a {cooldown} ms cooldown")
+                    },
                 },
             };
             if let Err(error) = consensus.propose(command, Duration::from_secs(1)).await {
@@ -595,18 +673,15 @@ impl Control {
                 .map(|m| m.name.clone())
                 .unwrap_or_else(|| format!("#{id}"))
         };
-        let role = match holder {
+        let role = match holder.map(|h| h.phase()) {
             None => "witness",
-            // The assigned node counts as master from the start of its
-            // promotion: it is the one entitled to the resources.
-            Some(h)
-                if matches!(
-                    h.phase(),
-                    mailherd_core::Phase::Promoting { .. } | mailherd_core::Phase::Master { .. }
-                ) =>
-            {
+            // From the start of its promotion to the end of its demotion a
+            // node is entitled to (and may hold) the resources: it is the
+            // master, whatever it is doing with them. `phase` says what.
+            Some(mailherd_core::Phase::Promoting { .. } | mailherd_core::Phase::Master { .. }) => {
                 "master"
             }
+            Some(mailherd_core::Phase::Demoting { epoch, .. }) if *epoch != 0 => "master",
             Some(_) if !state.is_ready(me.id) => "fault",
             Some(_) => "backup",
         };
@@ -678,6 +753,46 @@ impl Control {
         };
         self.status_tx.send_replace(document);
     }
+}
+
+/// The pipeline run in progress (at most one at a time).
+struct Running {
+    task: JoinHandle<()>,
+    kind: PipelineKind,
+    /// Matches the run's report to the run; see [`Event::Pipeline`].
+    id: u64,
+}
+
+/// How often a demotion is run again when the host still holds something.
+const DEMOTION_ATTEMPTS: u32 = 3;
+const DEMOTION_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Demotes, then reads the host back through the drivers; retries (urgently)
+/// while anything is still held. `Err` names what is left.
+async fn demote_until_clean(drivers: &Drivers, urgent: bool) -> Result<(), String> {
+    let mut urgent = urgent;
+    for attempt in 1..=DEMOTION_ATTEMPTS {
+        let steps = pipelines::demote(drivers, urgent).await;
+        let holdings = drivers.observe().await;
+        if !holdings.holds_anything() {
+            return Ok(());
+        }
+        let failed: Vec<String> = steps
+            .iter()
+            .filter(|s| !s.ok)
+            .map(|s| format!("{}: {}", s.name, s.error.clone().unwrap_or_default()))
+            .collect();
+        tracing::error!(attempt, ?holdings, ?failed, "still holding after demotion");
+        urgent = true;
+        if attempt < DEMOTION_ATTEMPTS {
+            tokio::time::sleep(DEMOTION_RETRY_PAUSE).await;
+        } else {
+            return Err(format!(
+                "still held: {holdings:?}; failed steps: {failed:?}"
+            ));
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 #[derive(Debug, Clone, Copy)]

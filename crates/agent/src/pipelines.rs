@@ -21,9 +21,13 @@ const ADDRESS_STEP_TIMEOUT: Duration = Duration::from_secs(5);
 const MOUNT_STEP_TIMEOUT: Duration = Duration::from_secs(15);
 const CLAIM_STEP_TIMEOUT: Duration = Duration::from_secs(5);
 const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(5);
-/// In an urgent demotion the lease is about to end: no graceful stop.
-const URGENT_STOP_TIMEOUT: Duration = Duration::from_millis(20);
+/// In an urgent demotion the lease is about to end (the fence budget is
+/// 150 ms by default): the stack is killed, not stopped, and a busy volume
+/// is detached lazily almost at once. These bound each step; the holder
+/// raises an alarm if the lease ends before the demotion does.
+const URGENT_KILL_TIMEOUT: Duration = Duration::from_millis(1_000);
 const URGENT_UNMOUNT_TIMEOUT: Duration = Duration::from_millis(30);
+const URGENT_ADDRESS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The node's drivers, shared by pipelines, the API and the reconciling
 /// checks in the control loop.
@@ -258,19 +262,23 @@ pub async fn promote(
 async fn run_demotion_step(drivers: &Drivers, urgent: bool, step: &Step) -> Result<(), String> {
     match step {
         Step::StopServices => match &drivers.services {
+            // Urgent: the lease is about to end, kill at once.
+            Some(services) if urgent => {
+                with_timeout(
+                    "killing the services",
+                    URGENT_KILL_TIMEOUT,
+                    services.kill(URGENT_KILL_TIMEOUT),
+                )
+                .await
+            }
             Some(services) => {
-                let timeout = if urgent {
-                    URGENT_STOP_TIMEOUT
-                } else {
-                    drivers.stop_timeout
-                };
                 // The driver falls back to its kill command when the stop
                 // command does not finish in time; the outer bound leaves it
                 // room to do so.
                 with_timeout(
                     "stopping the services",
-                    timeout + Duration::from_secs(5),
-                    services.stop(timeout),
+                    drivers.stop_timeout * 2 + Duration::from_secs(5),
+                    services.stop(drivers.stop_timeout),
                 )
                 .await
             }
@@ -294,12 +302,12 @@ async fn run_demotion_step(drivers: &Drivers, urgent: bool, step: &Step) -> Resu
         },
         Step::ReleaseAddress => match &drivers.floating_ip {
             Some(fip) => {
-                with_timeout(
-                    "releasing the floating IP",
-                    ADDRESS_STEP_TIMEOUT,
-                    fip.release(),
-                )
-                .await
+                let timeout = if urgent {
+                    URGENT_ADDRESS_TIMEOUT
+                } else {
+                    ADDRESS_STEP_TIMEOUT
+                };
+                with_timeout("releasing the floating IP", timeout, fip.release()).await
             }
             None => Ok(()),
         },

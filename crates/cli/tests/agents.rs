@@ -42,6 +42,17 @@ impl Node {
         }
     }
 
+    /// SIGTERM, as systemd stops a unit; waits for the agent to exit.
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
     fn status(&self) -> Option<Value> {
         let out = Command::new(env!("CARGO_BIN_EXE_mailherd"))
             .args(["status", "--json", "--api", &self.api])
@@ -174,4 +185,60 @@ fn agents_elect_one_master_and_fail_over_when_it_dies() {
         .unwrap();
     let history = status["history"].as_array().unwrap();
     assert!(history.len() >= 2, "{history:?}");
+}
+
+#[test]
+fn a_master_stopped_cleanly_releases_and_hands_over_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path());
+    for node in nodes.iter_mut() {
+        node.start(dir.path());
+    }
+    let (first, epoch) = wait_for("a first master", Duration::from_secs(30), || {
+        let (names, epoch) = masters(&nodes);
+        (names.len() == 1).then(|| (names[0].clone(), epoch))
+    });
+    let index = nodes.iter().position(|n| n.name == first).unwrap();
+    nodes[index].terminate();
+    let (second, _) = wait_for("a new master", Duration::from_secs(30), || {
+        let (names, epoch) = masters(&nodes);
+        (names.len() == 1 && names[0] != first && epoch > 1).then(|| (names[0].clone(), epoch))
+    });
+    // The fast path: the new epoch was assigned because the old master
+    // released, not because its lease ran out.
+    let status = nodes
+        .iter()
+        .find(|n| n.name == second)
+        .unwrap()
+        .status()
+        .unwrap();
+    let history = status["history"].as_array().unwrap();
+    let next = history
+        .iter()
+        .find(|h| h["epoch"].as_u64() == Some(epoch + 1))
+        .unwrap_or_else(|| panic!("no epoch {} in {history:?}", epoch + 1));
+    let reason = next["reason"].as_str().unwrap();
+    assert!(reason.contains("released"), "assigned for: {reason}");
+    // The stopped node is marked as shut down, not picked again.
+    let members = status["members"].as_array().unwrap();
+    let old = members
+        .iter()
+        .find(|m| m["name"] == first.as_str())
+        .unwrap();
+    assert_eq!(old["ready"], false, "{old}");
+
+    // Started again, it reports itself ready (no fault cooldown).
+    nodes[index].start(dir.path());
+    wait_for(
+        "the restarted node to be ready",
+        Duration::from_secs(30),
+        || {
+            let status = nodes.iter().find(|n| n.name == second)?.status()?;
+            let members = status["members"].as_array()?.clone();
+            members
+                .iter()
+                .any(|m| m["name"] == first.as_str() && m["ready"] == true)
+                .then_some(())
+        },
+    );
 }

@@ -96,6 +96,12 @@ pub enum HolderEvent {
     DemotionFinished {
         epoch: Epoch,
     },
+    /// The demotion ran but the host still holds something (a stack that
+    /// would not die, a mount that would not go). The role is not released.
+    DemotionIncomplete {
+        epoch: Epoch,
+        detail: String,
+    },
     /// The stack's verdict changed (or was re-evaluated).
     Verdict {
         verdict: Verdict,
@@ -125,6 +131,9 @@ pub enum HolderAction {
     /// The lease ended while this node still held resources: the invariant
     /// may be broken; raise the alarm.
     LeaseEndedWhileHolding { epoch: Epoch },
+    /// A demotion left something held; it is retried urgently and the role
+    /// is kept (renewed) rather than released meanwhile.
+    DemotionIncomplete { epoch: Epoch, detail: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -149,7 +158,18 @@ pub struct Holder {
     /// The assignment as last applied, re-examined when a demotion ends (an
     /// assignment that arrived meanwhile must not wait for the next change).
     last_assignment: Option<Assignment>,
+    /// Set by `Shutdown`, never cleared: a leaving node takes no role.
+    leaving: bool,
+    /// When the current `Acquiring` began; a node that cannot get a
+    /// renewal confirmed in time gives the epoch back instead of blocking it.
+    acquiring_since: Option<Millis>,
 }
+
+/// How long a node may stay `Acquiring`, in leases, before it gives the
+/// epoch back. Renewals confirmed too late to promote on still count as
+/// progress for the decider, so without this limit a node whose renewals are
+/// slow would keep the role unassigned forever.
+const ACQUIRE_LIMIT_LEASES: u64 = 2;
 
 impl Holder {
     /// A holder for a freshly started agent. It begins by demoting (a
@@ -168,7 +188,7 @@ impl Holder {
             grace_ms,
             phase: Phase::Demoting {
                 epoch: 0,
-                urgent: false,
+                urgent: true,
                 then_release: None,
             },
             lease_end: None,
@@ -178,10 +198,16 @@ impl Holder {
             release_on_startup,
             lease_alarm_raised: false,
             last_assignment: stored_assignment,
+            leaving: false,
+            acquiring_since: None,
         };
+        // Urgent: a node that starts holds no lease, so whatever a previous
+        // run left behind (a stack still running after an agent crash) must
+        // go at once, not after a graceful stop that could outlast the lease
+        // the previous run had.
         let actions = vec![HolderAction::StartDemotion {
             epoch: 0,
-            urgent: false,
+            urgent: true,
             reason: "agent start: release anything a previous run left behind".into(),
         }];
         (holder, actions)
@@ -258,6 +284,34 @@ impl Holder {
                     }
                 }
             }
+            HolderEvent::DemotionIncomplete { epoch, detail } => {
+                if let Phase::Demoting {
+                    epoch: demoting,
+                    then_release,
+                    ..
+                } = &self.phase
+                {
+                    if *demoting == epoch {
+                        // Keep the role (and keep renewing it) until the
+                        // host really holds nothing: releasing now would let
+                        // the next master in while this one still holds.
+                        self.phase = Phase::Demoting {
+                            epoch,
+                            urgent: true,
+                            then_release: then_release.clone(),
+                        };
+                        actions.push(HolderAction::DemotionIncomplete {
+                            epoch,
+                            detail: detail.clone(),
+                        });
+                        actions.push(HolderAction::StartDemotion {
+                            epoch,
+                            urgent: true,
+                            reason: format!("retrying an incomplete demotion: {detail}"),
+                        });
+                    }
+                }
+            }
             HolderEvent::Verdict { verdict, detail } => {
                 if let Phase::Master { epoch } = self.phase {
                     let in_grace = self
@@ -277,17 +331,20 @@ impl Holder {
                 }
             }
             HolderEvent::Tick => self.on_tick(now, &mut actions),
-            HolderEvent::Shutdown => match self.phase.clone() {
-                Phase::Promoting { epoch } | Phase::Master { epoch } => self.demote(
-                    epoch,
-                    false,
-                    Some(ReleaseReason::Shutdown),
-                    "agent shutting down".into(),
-                    &mut actions,
-                ),
-                Phase::Acquiring { .. } => self.phase = Phase::Backup,
-                Phase::Backup | Phase::Demoting { .. } => {}
-            },
+            HolderEvent::Shutdown => {
+                self.leaving = true;
+                match self.phase.clone() {
+                    Phase::Promoting { epoch } | Phase::Master { epoch } => self.demote(
+                        epoch,
+                        false,
+                        Some(ReleaseReason::Shutdown),
+                        "agent shutting down".into(),
+                        &mut actions,
+                    ),
+                    Phase::Acquiring { .. } => self.phase = Phase::Backup,
+                    Phase::Backup | Phase::Demoting { .. } => {}
+                }
+            }
         }
         actions
     }
@@ -302,8 +359,12 @@ impl Holder {
         let ours = assignment.filter(|a| a.node == self.me).map(|a| a.epoch);
         match self.phase.clone() {
             Phase::Backup => {
+                if self.leaving {
+                    return;
+                }
                 if let Some(epoch) = ours.filter(|e| *e > self.given_up_epoch) {
                     self.phase = Phase::Acquiring { epoch };
+                    self.acquiring_since = Some(now);
                     self.propose_renewal(now, epoch, actions);
                 }
             }
@@ -385,7 +446,26 @@ impl Holder {
     fn on_tick(&mut self, now: Millis, actions: &mut Vec<HolderAction>) {
         match self.phase.clone() {
             Phase::Backup => {}
-            Phase::Acquiring { epoch } => self.propose_renewal_if_due(now, epoch, actions),
+            Phase::Acquiring { epoch } => {
+                let limit = self.timing.lease_ms * ACQUIRE_LIMIT_LEASES;
+                if self
+                    .acquiring_since
+                    .is_some_and(|since| now.since(since) >= limit)
+                {
+                    // Nothing is held yet, so the epoch can go back at once.
+                    self.phase = Phase::Backup;
+                    self.acquiring_since = None;
+                    self.given_up_epoch = self.given_up_epoch.max(epoch);
+                    actions.push(HolderAction::ProposeRelease {
+                        epoch,
+                        reason: ReleaseReason::PromotionFailed {
+                            detail: format!("no renewal confirmed in time within {limit} ms"),
+                        },
+                    });
+                } else {
+                    self.propose_renewal_if_due(now, epoch, actions);
+                }
+            }
             Phase::Promoting { epoch }
             | Phase::Master { epoch }
             | Phase::Demoting { epoch, .. } => {
@@ -780,5 +860,100 @@ mod tests {
         // Confirmed at 400 for a renewal started at 0: fence time (350) has passed.
         assert!(h.handle(Millis(400), confirmed(1, 0)).is_empty());
         assert_eq!(h.phase(), &Phase::Acquiring { epoch: 1 });
+    }
+
+    #[test]
+    fn a_leaving_node_takes_no_new_role() {
+        let mut h = backup();
+        h.handle(Millis(0), HolderEvent::Shutdown);
+        assert!(
+            h.handle(Millis(10), ours(3)).is_empty(),
+            "shutting down: no acquisition"
+        );
+        assert_eq!(h.phase(), &Phase::Backup);
+    }
+
+    #[test]
+    fn a_node_that_cannot_confirm_a_lease_gives_the_epoch_back() {
+        let mut h = backup();
+        h.handle(Millis(0), ours(5));
+        // Every confirmation arrives too late to promote on.
+        let mut released = None;
+        for t in (10..=1_100).step_by(10) {
+            for action in h.handle(Millis(t), HolderEvent::Tick) {
+                match action {
+                    HolderAction::ProposeRenewal { epoch, started } => {
+                        h.handle(Millis(t + 400), confirmed(epoch, started.0));
+                    }
+                    HolderAction::ProposeRelease { epoch, reason } => {
+                        assert!(matches!(reason, ReleaseReason::PromotionFailed { .. }));
+                        released.get_or_insert((t, epoch));
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        assert_eq!(released, Some((1_000, 5)), "gives up after two leases");
+        assert_eq!(h.phase(), &Phase::Backup);
+        assert!(
+            h.handle(Millis(1_200), ours(5)).is_empty(),
+            "and never takes it again"
+        );
+    }
+
+    #[test]
+    fn an_incomplete_demotion_keeps_the_role_and_retries_urgently() {
+        let mut h = master(1);
+        h.handle(Millis(1_990), confirmed(1, 1_990));
+        let down = HolderEvent::Verdict {
+            verdict: Verdict::Down,
+            detail: "imap down".into(),
+        };
+        h.handle(Millis(2_000), down);
+        let actions = h.handle(
+            Millis(2_100),
+            HolderEvent::DemotionIncomplete {
+                epoch: 1,
+                detail: "stack still running".into(),
+            },
+        );
+        assert!(matches!(
+            &actions[..],
+            [
+                HolderAction::DemotionIncomplete { epoch: 1, .. },
+                HolderAction::StartDemotion {
+                    epoch: 1,
+                    urgent: true,
+                    ..
+                }
+            ]
+        ));
+        // Still renewing: the role is kept while something is held.
+        assert!(matches!(
+            h.handle(Millis(2_200), HolderEvent::Tick)[..],
+            [HolderAction::ProposeRenewal { epoch: 1, .. }]
+        ));
+        // Once clean, the release for the stack failure still goes out.
+        let actions = h.handle(Millis(2_300), HolderEvent::DemotionFinished { epoch: 1 });
+        assert!(matches!(
+            &actions[..],
+            [HolderAction::ProposeRelease {
+                epoch: 1,
+                reason: ReleaseReason::ServiceFailed { .. }
+            }]
+        ));
+    }
+
+    #[test]
+    fn startup_cleanup_is_urgent() {
+        let (_, actions) = Holder::new(ME, timing(), 0, None);
+        assert!(matches!(
+            actions[..],
+            [HolderAction::StartDemotion {
+                epoch: 0,
+                urgent: true,
+                ..
+            }]
+        ));
     }
 }

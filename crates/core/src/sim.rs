@@ -209,6 +209,9 @@ impl World {
                         _ => (done, epoch),
                     });
                 }
+                HolderAction::DemotionIncomplete { .. } => {
+                    unreachable!("the simulated demotion always completes")
+                }
                 HolderAction::LeaseEndedWhileHolding { epoch } => {
                     self.violations.push(format!(
                         "t={now}: node {id} lease for epoch {epoch} ended while holding"

@@ -50,11 +50,15 @@ pub enum ReleaseReason {
 
 impl ReleaseReason {
     /// Whether the releasing node should be kept out of the next assignment
-    /// until it reports itself ready again.
+    /// until it reports itself ready again. A node shutting down is marked
+    /// too, so that no decider picks it again in the moments before it
+    /// exits; it reports itself ready when it starts again.
     pub fn marks_fault(&self) -> bool {
         matches!(
             self,
-            ReleaseReason::ServiceFailed { .. } | ReleaseReason::PromotionFailed { .. }
+            ReleaseReason::ServiceFailed { .. }
+                | ReleaseReason::PromotionFailed { .. }
+                | ReleaseReason::Shutdown
         )
     }
 

@@ -258,6 +258,16 @@ pub async fn services_suite(driver: &dyn Services) {
         .await,
         "{name}: not running after restart"
     );
+    // An urgent demotion kills instead of stopping.
+    driver.kill(timeout).await.expect("kill");
+    assert!(
+        eventually(settle, async || !driver
+            .is_running()
+            .await
+            .expect("is_running"))
+        .await,
+        "{name}: still running after kill"
+    );
     driver.stop(timeout).await.expect("final stop");
     assert!(
         eventually(settle, async || !driver

@@ -152,10 +152,20 @@ fn command_services_pass_the_suite() {
         services.describe()
     );
     block_on(services_suite(services.as_ref()));
-    assert!(
-        !stack.file("kill-ran").exists(),
-        "a working stop needs no kill"
-    );
+}
+
+#[test]
+fn a_working_stop_needs_no_kill() {
+    let stack = Stack::new();
+    let services = driver(&stack.section());
+    block_on(async {
+        services
+            .start(Duration::from_secs(10))
+            .await
+            .expect("start");
+        services.stop(Duration::from_secs(10)).await.expect("stop");
+    });
+    assert!(!stack.file("kill-ran").exists(), "the kill command ran");
 }
 
 #[test]
@@ -396,4 +406,43 @@ fn the_configured_environment_reaches_the_commands() {
     let greeting = std::fs::read_to_string(stack.file("greeting")).unwrap();
     assert_eq!(greeting, "hello from env");
     assert!(Path::new(&stack.file("greeting")).exists());
+}
+
+/// A promotion abandoned mid-start (its future dropped, as when the lease
+/// runs out) must not leave the start command running to start the stack
+/// later on what is by then a backup.
+#[test]
+fn an_abandoned_start_command_is_killed_with_its_process_group() {
+    let stack = Stack::new();
+    let mut section = stack.section();
+    let marker = stack.file("started-late");
+    section.start = vec![
+        "sh".into(),
+        "-c".into(),
+        format!("sleep 0.5; touch {}", marker.display()),
+    ];
+    let services = driver(&section);
+    let abandoned = block_on(async {
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            services.start(Duration::from_secs(10)),
+        )
+        .await
+    });
+    assert!(
+        abandoned.is_err(),
+        "the start should still have been running"
+    );
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert!(!marker.exists(), "the abandoned start command ran on");
+}
+
+#[test]
+fn kill_without_a_kill_command_is_an_error() {
+    let stack = Stack::new();
+    let mut section = stack.section();
+    section.kill = Vec::new();
+    let services = driver(&section);
+    let error = block_on(services.kill(Duration::from_secs(1))).unwrap_err();
+    assert!(error.to_string().contains("kill command"), "{error}");
 }

@@ -11,6 +11,9 @@ use super::process::{require_success, run_command};
 use super::Services;
 use crate::DriverError;
 
+/// The least time the kill command gets when it is the stop's fallback.
+pub const KILL_COMMAND_MIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a status command may take. The config has no setting for it;
 /// a status command is expected to answer at once.
 pub const STATUS_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,8 +101,14 @@ impl Services for CommandServices {
             return Err(stop_error);
         }
         tracing::warn!(error = %stop_error, "stop command failed; running the kill command");
+        // The kill command gets its own budget: a stop that used up a short
+        // timeout must not leave the kill command no time to run.
         match self
-            .run_to_success("kill command", &self.kill, timeout)
+            .run_to_success(
+                "kill command",
+                &self.kill,
+                timeout.max(KILL_COMMAND_MIN_TIMEOUT),
+            )
             .await
         {
             Ok(()) => {
@@ -111,6 +120,16 @@ impl Services for CommandServices {
                 kill: Box::new(kill_error),
             }),
         }
+    }
+
+    async fn kill(&self, timeout: Duration) -> Result<(), DriverError> {
+        if self.kill.is_empty() {
+            return Err(DriverError::NotConfigured {
+                what: "services kill command",
+            });
+        }
+        self.run_to_success("kill command", &self.kill, timeout)
+            .await
     }
 
     async fn is_running(&self) -> Result<bool, DriverError> {

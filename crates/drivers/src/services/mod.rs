@@ -29,6 +29,9 @@ pub trait Services: Send + Sync {
     /// kill command runs (with the same timeout). `Ok` means the stack was
     /// stopped one way or the other; the fallback is logged.
     async fn stop(&self, timeout: Duration) -> Result<(), DriverError>;
+    /// Kills the stack at once (the kill command), for urgent demotions
+    /// where the lease leaves no time for a graceful stop.
+    async fn kill(&self, timeout: Duration) -> Result<(), DriverError>;
     /// Whether the stack runs now.
     async fn is_running(&self) -> Result<bool, DriverError>;
 }

@@ -87,6 +87,9 @@ pub async fn run_command(
             source,
         })?;
     let process_group = child.id().map(|id| Pid::from_raw(id as i32));
+    // If this future is dropped (a promotion abandoned mid-step), the
+    // command must not live on and start the stack behind our back.
+    let mut guard = KillOnDrop { process_group };
 
     let tail = Arc::new(Mutex::new(TailBuffer::default()));
     let mut drain = {
@@ -104,7 +107,9 @@ pub async fn run_command(
     };
     let tail_text = || tail.lock().expect("tail lock").text();
 
-    match tokio::time::timeout(timeout, child.wait()).await {
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    guard.process_group = None;
+    match waited {
         Ok(Ok(status)) => {
             if !status.success() {
                 // Let the drain catch the last words; the detached task
@@ -137,6 +142,20 @@ pub async fn run_command(
                 what: format!("{what} `{program}`"),
                 after_ms: timeout.as_millis() as u64,
             })
+        }
+    }
+}
+
+/// Kills a command's process group when dropped before being disarmed.
+struct KillOnDrop {
+    process_group: Option<Pid>,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(process_group) = self.process_group.take() {
+            tracing::warn!(%process_group, "command abandoned while running; killing its process group");
+            let _ = killpg(process_group, Signal::SIGKILL);
         }
     }
 }

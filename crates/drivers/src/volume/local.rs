@@ -6,6 +6,7 @@
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -22,11 +23,19 @@ const DEVICE_POLL_INTERVAL: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone)]
 pub struct LocalVolume {
     target: MountTarget,
+    /// Serialises mount and unmount. A mount runs on the blocking pool and
+    /// finishes even when the promotion that asked for it is abandoned; the
+    /// demotion's unmount must wait for it, or it would find nothing
+    /// mounted and leave the late mount behind on a backup.
+    serial: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl LocalVolume {
     pub fn new(target: MountTarget) -> Self {
-        LocalVolume { target }
+        LocalVolume {
+            target,
+            serial: Arc::new(tokio::sync::Mutex::new(())),
+        }
     }
 
     pub fn from_config(section: &VolumeSection) -> Result<Self, DriverError> {
@@ -115,7 +124,15 @@ impl Volume for LocalVolume {
     }
 
     async fn mount(&self) -> Result<(), DriverError> {
-        self.target.mount().await
+        let guard = self.serial.clone().lock_owned().await;
+        let target = self.target.clone();
+        // The guard travels with the blocking work, not with this future.
+        run_blocking(move || {
+            let _serial = guard;
+            target.mount_blocking()
+        })
+        .await?;
+        self.target.check_writable().await
     }
 
     async fn claim_epoch(&self, epoch: u64) -> Result<(), DriverError> {
@@ -126,6 +143,7 @@ impl Volume for LocalVolume {
     }
 
     async fn unmount(&self, timeout: Duration) -> Result<(), DriverError> {
+        let _serial = self.serial.lock().await;
         match self.target.unmount(timeout).await? {
             UnmountOutcome::Unmounted => {}
             UnmountOutcome::Detached { busy_for_ms } => tracing::warn!(

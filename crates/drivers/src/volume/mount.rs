@@ -226,7 +226,7 @@ impl MountTarget {
         self.check_writable().await
     }
 
-    fn mount_blocking(&self) -> Result<(), DriverError> {
+    pub(crate) fn mount_blocking(&self) -> Result<(), DriverError> {
         match self.state()? {
             MountState::Ours => return Ok(()),
             MountState::Other { source } => {
