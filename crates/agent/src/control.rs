@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use mailherd_config::{Config, MemberRole};
 use mailherd_consensus::Consensus;
-use mailherd_core::decider::{decide, Candidate, DeciderView, Decision};
+use mailherd_core::decider::{decide, Blocked, Candidate, DeciderView, Decision};
 use mailherd_core::state::{ClusterState, Command, NodeHealth, PromotionOutcome, Rejection};
 use mailherd_core::{Holder, HolderAction, HolderEvent, Millis, RenewalOutcome};
 use tokio::sync::{mpsc, watch};
@@ -21,7 +21,9 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::monitor::Monitor;
 use crate::pipelines::{self, Drivers};
-use crate::status::{AssignmentStatus, HistoryEntry, LeaderStatus, MemberStatus, StatusDocument};
+use crate::status::{
+    AssignmentStatus, BreakerStatus, HistoryEntry, LeaderStatus, MemberStatus, StatusDocument,
+};
 
 /// How often the loop wakes up. Small against the fence budget (150 ms by
 /// default) so that fencing starts on time.
@@ -70,6 +72,9 @@ struct DeciderClock {
     seen: (u64, u64),
     /// One assignment proposal at a time.
     assign_in_flight: bool,
+    /// What keeps the decider from assigning, if anything (for the log's
+    /// alert on change and for `status`).
+    blocked: Option<Blocked>,
 }
 
 impl Control {
@@ -92,7 +97,14 @@ impl Control {
         }
     }
 
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+    /// `stored_assignment` is the assignment as this node's storage held it
+    /// when the agent started, before it heard from any peer: only that one
+    /// can be left over from a previous run.
+    pub async fn run(
+        self,
+        stored_assignment: Option<mailherd_core::Assignment>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
         let me = self.config.me().clone();
         let timing = self.config.cluster.timing();
         let is_witness = me.role == MemberRole::Witness;
@@ -104,17 +116,24 @@ impl Control {
         let mut holder = None;
         let mut pending: Vec<HolderAction> = Vec::new();
         if !is_witness {
-            let (h, actions) = Holder::new(me.id, timing.lease, timing.grace_ms, state.assignment);
+            // Not `state.assignment`: by now Raft may already have applied
+            // a fresh assignment to this node, which is not a leftover.
+            let (h, actions) = Holder::new(me.id, timing.lease, timing.grace_ms, stored_assignment);
             holder = Some(h);
             pending = actions;
         }
         let mut pipeline: Option<Running> = None;
+        // Leadership may already be ours at start (openraft restores a
+        // leader's term from storage): the watch's first value counts as
+        // seen and would never be reported as a change.
+        let initial_leadership = *leadership_rx.borrow_and_update();
         let mut decider = DeciderClock {
-            leader_since: None,
-            leader_term: 0,
+            leader_since: initial_leadership.is_me.then(|| self.clock.now()),
+            leader_term: initial_leadership.term,
             last_progress_seen: self.clock.now(),
             seen: (state.epoch, state.renewals),
             assign_in_flight: false,
+            blocked: None,
         };
         let mut not_ready_since: Option<Millis> = None;
         let mut health_in_flight = false;
@@ -176,7 +195,14 @@ impl Control {
                             .min(now);
                     }
                     if let Some(h) = holder.as_mut() {
+                        pending.extend(h.handle(now, HolderEvent::Maintenance { on: state.maintenance.is_some() }));
                         pending.extend(h.handle(now, HolderEvent::Applied { assignment: state.assignment }));
+                        if let Some(request) = &state.switchover {
+                            pending.extend(h.handle(now, HolderEvent::SwitchoverRequested {
+                                epoch: request.epoch,
+                                to: request.to,
+                            }));
+                        }
                     }
                 }
                 changed = leadership_rx.changed() => {
@@ -235,7 +261,7 @@ impl Control {
                     // The decider keeps running while this node shuts down:
                     // it is usually the Raft leader (on the master), and the
                     // fast path after its own release depends on it.
-                    self.run_decider(now, &state, &mut decider, &events_tx);
+                    self.run_decider(now, &state, &mut decider, &events_tx, shutting_down_since.is_some());
                     if shutting_down_since.is_none() {
                         self.hand_leadership_to_master(now, &state, decider.last_progress_seen, &mut last_leadership_transfer);
                         if let Some(h) = holder.as_ref() {
@@ -244,7 +270,7 @@ impl Control {
                     }
                     if now.since(last_status) >= STATUS_EVERY.as_millis() as u64 {
                         last_status = now;
-                        self.publish_status(now, &state, holder.as_ref());
+                        self.publish_status(now, &state, holder.as_ref(), decider.blocked.as_ref());
                     }
                 }
             }
@@ -284,7 +310,7 @@ impl Control {
             }
         }
         let now = self.clock.now();
-        self.publish_status(now, &state, holder.as_ref());
+        self.publish_status(now, &state, holder.as_ref(), decider.blocked.as_ref());
     }
 
     fn execute(
@@ -521,6 +547,7 @@ impl Control {
         state: &Arc<ClusterState>,
         decider: &mut DeciderClock,
         events: &mpsc::UnboundedSender<Event>,
+        leaving: bool,
     ) {
         if decider.leader_since.is_none() {
             return;
@@ -528,31 +555,68 @@ impl Control {
         if decider.assign_in_flight {
             return;
         }
-        let candidates = self.candidates();
+        let me = self.config.me().id;
+        // A node on its way out never assigns the role to itself.
+        let candidates: Vec<Candidate> = self
+            .candidates()
+            .into_iter()
+            .filter(|c| !(leaving && c.node == me))
+            .collect();
         let view = DeciderView {
             now,
             last_progress_seen: decider.last_progress_seen,
             candidates: &candidates,
             timing: self.config.cluster.timing().lease,
             now_unix_ms: self.clock.unix_ms(),
+            breaker: self.config.cluster.breaker(),
+            preempt: self.config.cluster.preempt,
         };
-        if let Decision::Assign(command) = decide(state, &view) {
-            decider.assign_in_flight = true;
-            tracing::info!(?command, "decider assigns the master role");
-            let consensus = self.consensus.clone();
-            let events = events.clone();
-            tokio::spawn(async move {
-                match consensus.propose(command, Duration::from_secs(1)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(rejection @ Rejection::StateMoved { .. })) => {
-                        tracing::info!(%rejection, "assignment superseded; deciding again");
-                    }
-                    Ok(Err(rejection)) => tracing::warn!(%rejection, "assignment rejected"),
-                    Err(error) => tracing::warn!(%error, "assignment did not commit"),
-                }
-                let _ = events.send(Event::AssignDone);
-            });
+        let decision = decide(state, &view);
+        let blocked = match &decision {
+            Decision::Blocked(blocked) => Some(blocked.clone()),
+            _ => None,
+        };
+        if blocked != decider.blocked {
+            // The alert: once per change, not once per tick.
+            match &blocked {
+                Some(Blocked::BreakerOpen {
+                    failovers,
+                    max_failovers,
+                    window_ms,
+                }) => tracing::error!(
+                    failovers,
+                    max_failovers,
+                    window_s = window_ms / 1_000,
+                    "CIRCUIT BREAKER OPEN: no automatic failover until `mailherd breaker reset` \
+                     or the window passes; the cluster has no master"
+                ),
+                Some(Blocked::Maintenance) => tracing::warn!(
+                    "maintenance mode: the role needs a new master but no automatic failover happens"
+                ),
+                None => tracing::info!("the decider is no longer blocked"),
+            }
+            decider.blocked = blocked;
         }
+        let (command, what) = match decision {
+            Decision::Assign(command) => (command, "assignment"),
+            Decision::Propose(command) => (command, "switchover request (preemption)"),
+            Decision::Nothing | Decision::WaitUntil(_) | Decision::Blocked(_) => return,
+        };
+        decider.assign_in_flight = true;
+        tracing::info!(?command, "decider proposes an {what}");
+        let consensus = self.consensus.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            match consensus.propose(command, Duration::from_secs(1)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(rejection @ Rejection::StateMoved { .. })) => {
+                    tracing::info!(%rejection, "{what} superseded; deciding again");
+                }
+                Ok(Err(rejection)) => tracing::warn!(%rejection, "{what} rejected"),
+                Err(error) => tracing::warn!(%error, "{what} did not commit"),
+            }
+            let _ = events.send(Event::AssignDone);
+        });
     }
 
     /// Keeps the Raft leader on the master. The master renews through the
@@ -665,7 +729,13 @@ impl Control {
         });
     }
 
-    fn publish_status(&self, now: Millis, state: &ClusterState, holder: Option<&Holder>) {
+    fn publish_status(
+        &self,
+        now: Millis,
+        state: &ClusterState,
+        holder: Option<&Holder>,
+        blocked: Option<&Blocked>,
+    ) {
         let me = self.config.me();
         let name_of = |id: u64| {
             self.config
@@ -720,6 +790,7 @@ impl Control {
                 from: r.from.map(name_of),
                 to: name_of(r.to),
                 reason: r.reason.clone(),
+                kind: r.kind,
                 assigned_at_unix_ms: r.assigned_at_unix_ms,
                 outcome: r.outcome.clone(),
             })
@@ -749,6 +820,34 @@ impl Control {
             verdict: self.monitor.as_ref().map(|m| m.report()),
             members,
             history,
+            maintenance_since_unix_ms: state.maintenance.as_ref().map(|m| m.since_unix_ms),
+            breaker: Some({
+                let policy = self.config.cluster.breaker();
+                let failovers =
+                    state.failovers_since(self.clock.unix_ms().saturating_sub(policy.window_ms));
+                BreakerStatus {
+                    open: failovers >= policy.max_failovers,
+                    failovers_in_window: failovers,
+                    max_failovers: policy.max_failovers,
+                    window_s: policy.window_ms / 1_000,
+                    reset_at_unix_ms: state.breaker_reset_at_unix_ms,
+                }
+            }),
+            switchover_pending: state.switchover.as_ref().map(|request| match request.to {
+                Some(to) => name_of(to),
+                None => "best candidate".to_string(),
+            }),
+            decider_blocked: blocked.map(|b| match b {
+                Blocked::Maintenance => "maintenance mode".to_string(),
+                Blocked::BreakerOpen {
+                    failovers,
+                    max_failovers,
+                    window_ms,
+                } => format!(
+                    "circuit breaker open: {failovers} failovers in {} s (at most {max_failovers})",
+                    window_ms / 1_000
+                ),
+            }),
             updated_unix_ms: self.clock.unix_ms(),
         };
         self.status_tx.send_replace(document);

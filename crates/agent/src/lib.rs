@@ -12,7 +12,9 @@
 //!   each step with a timeout and a recorded outcome.
 //! - [`monitor`]: the check worker: probes on their intervals, rise/fall,
 //!   the stack verdict.
-//! - [`api`]: the HTTP API (`/health`, `/status`, `/master`, `/backup`).
+//! - [`api`]: the HTTP API (`/health`, `/status`, `/master`, `/backup`, and
+//!   the token-protected `/v1/switchover`, `/v1/maintenance`,
+//!   `/v1/breaker/reset`).
 //! - [`status`]: the status document shared by the API and the CLI.
 //!
 //! Tear-down order on shutdown: the control loop demotes and releases the
@@ -59,6 +61,10 @@ pub async fn run(
     })
     .await
     .context("opening the consensus store")?;
+    // What storage says before any peer is heard: the assignment a previous
+    // run of this agent may have held (the peer endpoint is not served yet,
+    // so nothing new can have been applied).
+    let stored_assignment = consensus.state().borrow().assignment;
 
     let peer_listener = tokio::net::TcpListener::bind(config.api.peer_listen)
         .await
@@ -94,9 +100,23 @@ pub async fn run(
     };
 
     let api_server = {
+        let token = config
+            .api
+            .read_token()
+            .context("reading the API token")?
+            .filter(|t| !t.is_empty())
+            .map(Arc::from);
+        if token.is_none() {
+            tracing::warn!(
+                "no api.token_file: the control endpoints (/v1/...) refuse every request"
+            );
+        }
         let router = api::router(api::ApiState {
             status: status_rx.clone(),
             drivers: drivers.clone(),
+            consensus: consensus.clone(),
+            config: config.clone(),
+            token,
         });
         let mut stop = servers_stop_rx.clone();
         tokio::spawn(async move {
@@ -117,7 +137,7 @@ pub async fn run(
         clock,
         status_tx,
     );
-    control.run(shutdown).await;
+    control.run(stored_assignment, shutdown).await;
 
     let _ = servers_stop_tx.send(true);
     let _ = api_server.await;

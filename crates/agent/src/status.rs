@@ -28,6 +28,9 @@ pub struct HistoryEntry {
     pub from: Option<String>,
     pub to: String,
     pub reason: String,
+    /// initial, failover, switchover or handover; only failovers count
+    /// against the breaker.
+    pub kind: mailherd_core::AssignmentKind,
     pub assigned_at_unix_ms: u64,
     pub outcome: Option<mailherd_core::state::PromotionOutcome>,
 }
@@ -44,6 +47,17 @@ pub struct LeaderStatus {
     pub id: u64,
     pub name: String,
     pub term: u64,
+}
+
+/// The circuit breaker, computed from the replicated history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BreakerStatus {
+    /// Open: no automatic failover until reset or until the window passes.
+    pub open: bool,
+    pub failovers_in_window: usize,
+    pub max_failovers: usize,
+    pub window_s: u64,
+    pub reset_at_unix_ms: u64,
 }
 
 /// The whole document.
@@ -68,6 +82,14 @@ pub struct StatusDocument {
     pub members: Vec<MemberStatus>,
     /// Most recent assignments, newest last.
     pub history: Vec<HistoryEntry>,
+    /// Since when maintenance mode is on (no automatic failover).
+    pub maintenance_since_unix_ms: Option<u64>,
+    pub breaker: Option<BreakerStatus>,
+    /// A switchover asked for and not yet carried out: the target's name,
+    /// or "best candidate".
+    pub switchover_pending: Option<String>,
+    /// Only on the Raft leader: why it does not assign although it should.
+    pub decider_blocked: Option<String>,
     pub updated_unix_ms: u64,
 }
 
@@ -93,6 +115,10 @@ impl StatusDocument {
             verdict: None,
             members: Vec::new(),
             history: Vec::new(),
+            maintenance_since_unix_ms: None,
+            breaker: None,
+            switchover_pending: None,
+            decider_blocked: None,
             updated_unix_ms: 0,
         }
     }

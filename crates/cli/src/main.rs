@@ -47,11 +47,61 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Hand the master role over: to NODE, or to the best candidate. The
+    /// master demotes cleanly first; not counted by the breaker.
+    Switchover {
+        #[arg(long, value_name = "NODE")]
+        to: Option<String>,
+        #[command(flatten)]
+        target: ControlTarget,
+    },
+    /// Maintenance mode: while on, no automatic failover happens and the
+    /// master keeps its role even if its stack fails.
+    Maintenance {
+        #[arg(value_enum)]
+        mode: OnOff,
+        #[command(flatten)]
+        target: ControlTarget,
+    },
+    /// The failover circuit breaker.
+    Breaker {
+        #[command(subcommand)]
+        command: BreakerCommand,
+    },
     /// Work with config files.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum BreakerCommand {
+    /// Close the breaker: earlier failovers no longer count.
+    Reset {
+        #[command(flatten)]
+        target: ControlTarget,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+/// Which agent a control command talks to, and with which token.
+#[derive(clap::Args)]
+struct ControlTarget {
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Ask this API instead of the one in the config.
+    #[arg(long)]
+    api: Option<String>,
+    /// The token file; default: the config's api.token_file, or the
+    /// MAILHERD_TOKEN environment variable.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -68,6 +118,17 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Validate { file },
         } => validate(&file),
+        Command::Switchover { to, target } => {
+            control(&target, "/v1/switchover", serde_json::json!({ "to": to }))
+        }
+        Command::Maintenance { mode, target } => control(
+            &target,
+            "/v1/maintenance",
+            serde_json::json!({ "on": matches!(mode, OnOff::On) }),
+        ),
+        Command::Breaker {
+            command: BreakerCommand::Reset { target },
+        } => control(&target, "/v1/breaker/reset", serde_json::json!({})),
     };
     match result {
         Ok(code) => code,
@@ -190,6 +251,78 @@ fn status(path: &Path, api: Option<&str>, json: bool) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// The API base URL and token for a control command.
+fn control_endpoint(target: &ControlTarget) -> anyhow::Result<(String, String)> {
+    let config = match (&target.api, &target.token_file) {
+        (Some(_), Some(_)) => None,
+        _ => Some(
+            load(&target.config).with_context(|| format!("loading {}", target.config.display()))?,
+        ),
+    };
+    let base = match (&target.api, &config) {
+        (Some(api), _) => api.trim_end_matches('/').to_string(),
+        (None, Some(config)) => format!("http://{}", config.me().api),
+        (None, None) => unreachable!("the config is loaded when --api is missing"),
+    };
+    let token = if let Some(path) = &target.token_file {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?
+            .trim()
+            .to_string()
+    } else if let Some(token) = config
+        .as_ref()
+        .map(|c| c.api.read_token())
+        .transpose()
+        .context("reading the config's api.token_file")?
+        .flatten()
+    {
+        token
+    } else if let Ok(token) = std::env::var("MAILHERD_TOKEN") {
+        token.trim().to_string()
+    } else {
+        bail!(
+            "no token: set api.token_file in the config, pass --token-file, or set MAILHERD_TOKEN"
+        );
+    };
+    Ok((base, token))
+}
+
+fn control(
+    target: &ControlTarget,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<ExitCode> {
+    let (base, token) = control_endpoint(target)?;
+    let url = format!("{base}{path}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (status, answer): (reqwest::StatusCode, serde_json::Value) = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("building the HTTP client")?;
+        let response = client
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("asking the agent at {url} (is it running?)"))?;
+        let status = response.status();
+        let answer = response.json().await.unwrap_or(serde_json::Value::Null);
+        anyhow::Ok((status, answer))
+    })?;
+    if status.is_success() {
+        println!("{answer}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let reason = answer["error"].as_str().unwrap_or("no reason given");
+        bail!("{url} answered {status}: {reason}");
+    }
+}
+
 fn print_status(doc: &StatusDocument) {
     println!(
         "cluster {}  (as seen by {}, {})",
@@ -205,6 +338,28 @@ fn print_status(doc: &StatusDocument) {
     }
     if let Some(ms) = doc.lease_remaining_ms {
         println!("lease   {ms} ms left");
+    }
+    if doc.maintenance_since_unix_ms.is_some() {
+        println!("MAINTENANCE MODE: no automatic failover (mailherd maintenance off)");
+    }
+    if let Some(breaker) = &doc.breaker {
+        println!(
+            "breaker {} ({} of at most {} failovers in {} s)",
+            if breaker.open {
+                "OPEN: no automatic failover (mailherd breaker reset)"
+            } else {
+                "closed"
+            },
+            breaker.failovers_in_window,
+            breaker.max_failovers,
+            breaker.window_s
+        );
+    }
+    if let Some(to) = &doc.switchover_pending {
+        println!("switchover to {to} pending");
+    }
+    if let Some(blocked) = &doc.decider_blocked {
+        println!("decider blocked: {blocked}");
     }
     if let Some(verdict) = &doc.verdict {
         println!("verdict {:?}: {}", verdict.verdict, verdict.detail);

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+const TOKEN: &str = "test-token-0123456789";
+
 struct Node {
     name: String,
     config: PathBuf,
@@ -80,7 +82,14 @@ fn free_port() -> u16 {
 }
 
 fn cluster(dir: &Path) -> Vec<Node> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    cluster_of(dir, 3, "")
+}
+
+/// `n` agents on loopback; `cluster_extra` is added to every `[cluster]`
+/// section. Every agent accepts the token in `dir/token`.
+fn cluster_of(dir: &Path, n: usize, cluster_extra: &str) -> Vec<Node> {
+    std::fs::write(dir.join("token"), TOKEN).unwrap();
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
     let mut members = String::new();
     for (i, (peer, api)) in ports.iter().enumerate() {
         members.push_str(&format!(
@@ -95,8 +104,9 @@ fn cluster(dir: &Path) -> Vec<Node> {
             let name = format!("n{}", i + 1);
             let config = dir.join(format!("{name}.toml"));
             let text = format!(
-                "[node]\nname = \"{name}\"\ndata_dir = \"{}\"\n\n[cluster]\nname = \"test\"\n\n{members}[api]\nlisten = \"127.0.0.1:{api}\"\npeer_listen = \"127.0.0.1:{peer}\"\n",
-                dir.join(&name).display()
+                "[node]\nname = \"{name}\"\ndata_dir = \"{}\"\n\n[cluster]\nname = \"test\"\n{cluster_extra}\n\n{members}[api]\nlisten = \"127.0.0.1:{api}\"\npeer_listen = \"127.0.0.1:{peer}\"\ntoken_file = \"{}\"\n",
+                dir.join(&name).display(),
+                dir.join("token").display()
             );
             std::fs::write(&config, text).unwrap();
             Node {
@@ -119,6 +129,33 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Runs `mailherd ARGS --api <node's api>` and returns (success, stdout, stderr).
+fn cli(node: &Node, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mailherd"))
+        .args(args)
+        .args(["--api", &node.api])
+        .output()
+        .expect("running mailherd");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits for exactly one master and returns its index in `nodes` and the epoch.
+fn one_master(nodes: &[Node], what: &str) -> (usize, u64) {
+    wait_for(what, Duration::from_secs(30), || {
+        let (names, epoch) = masters(nodes);
+        (names.len() == 1).then(|| {
+            (
+                nodes.iter().position(|n| n.name == names[0]).unwrap(),
+                epoch,
+            )
+        })
+    })
 }
 
 /// The names of the nodes that report `master`, and the epoch they agree on.
@@ -240,5 +277,194 @@ fn a_master_stopped_cleanly_releases_and_hands_over_at_once() {
                 .any(|m| m["name"] == first.as_str() && m["ready"] == true)
                 .then_some(())
         },
+    );
+}
+
+#[test]
+fn switchover_moves_the_role_to_the_named_node_and_needs_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path());
+    for node in nodes.iter_mut() {
+        node.start(dir.path());
+    }
+    let (master, epoch) = one_master(&nodes, "a first master");
+    let target = (master + 1) % nodes.len();
+    let target_name = nodes[target].name.clone();
+    let token_file = dir.path().join("token").display().to_string();
+
+    // Without the right token: refused, nothing moves.
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not-the-token").unwrap();
+    let (ok, _, stderr) = cli(
+        &nodes[target],
+        &[
+            "switchover",
+            "--to",
+            &target_name,
+            "--token-file",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && stderr.contains("401"), "{stderr}");
+    // An unknown node is named in the refusal.
+    let (ok, _, stderr) = cli(
+        &nodes[target],
+        &["switchover", "--to", "n9", "--token-file", &token_file],
+    );
+    assert!(!ok && stderr.contains("unknown node `n9`"), "{stderr}");
+
+    let (ok, stdout, stderr) = cli(
+        &nodes[target],
+        &[
+            "switchover",
+            "--to",
+            &target_name,
+            "--token-file",
+            &token_file,
+        ],
+    );
+    assert!(ok, "{stdout}{stderr}");
+    let (now_master, now_epoch) = wait_for("the switchover", Duration::from_secs(30), || {
+        let (index, epoch) = one_master(&nodes, "one master");
+        (index == target).then_some((index, epoch))
+    });
+    assert_eq!(now_master, target);
+    assert_eq!(now_epoch, epoch + 1);
+    let status = nodes[target].status().unwrap();
+    let record = status["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(record["kind"], "switchover", "{record}");
+    assert_eq!(
+        status["breaker"]["failovers_in_window"], 0,
+        "a switchover is not a failover"
+    );
+}
+
+#[test]
+fn maintenance_stops_automatic_failover_until_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path());
+    for node in nodes.iter_mut() {
+        node.start(dir.path());
+    }
+    let (master, _) = one_master(&nodes, "a first master");
+    let other = (master + 1) % nodes.len();
+    let token_file = dir.path().join("token").display().to_string();
+    let (ok, _, stderr) = cli(
+        &nodes[other],
+        &["maintenance", "on", "--token-file", &token_file],
+    );
+    assert!(ok, "{stderr}");
+    wait_for("maintenance to show", Duration::from_secs(10), || {
+        nodes[other].status()?["maintenance_since_unix_ms"].as_u64()
+    });
+
+    nodes[master].kill();
+    // The decider says why it does not act; no one takes over meanwhile.
+    wait_for(
+        "the decider to report maintenance",
+        Duration::from_secs(30),
+        || {
+            nodes
+                .iter()
+                .filter_map(|n| n.status())
+                .find(|s| s["decider_blocked"] == "maintenance mode")
+        },
+    );
+    assert!(masters(&nodes).0.is_empty(), "no failover in maintenance");
+
+    let (ok, _, stderr) = cli(
+        &nodes[other],
+        &["maintenance", "off", "--token-file", &token_file],
+    );
+    assert!(ok, "{stderr}");
+    let (new_master, _) = one_master(&nodes, "a master after maintenance");
+    assert_ne!(new_master, master);
+}
+
+#[test]
+fn the_breaker_stops_a_failover_loop_until_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    // Five voters so that two can die and a quorum remains; one failover
+    // per hour allowed.
+    let mut nodes = cluster_of(dir.path(), 5, "breaker_max_failovers = 1");
+    for node in nodes.iter_mut() {
+        node.start(dir.path());
+    }
+    let token_file = dir.path().join("token").display().to_string();
+    let (first, _) = one_master(&nodes, "a first master");
+    nodes[first].kill();
+    let (second, _) = wait_for("the one allowed failover", Duration::from_secs(30), || {
+        let (index, epoch) = one_master(&nodes, "one master");
+        (index != first).then_some((index, epoch))
+    });
+    nodes[second].kill();
+    // The second failover within the hour is refused, loudly.
+    let blocked = wait_for("the breaker to open", Duration::from_secs(30), || {
+        nodes.iter().filter_map(|n| n.status()).find_map(|s| {
+            s["decider_blocked"]
+                .as_str()
+                .filter(|b| b.contains("circuit breaker open"))
+                .map(String::from)
+        })
+    });
+    assert!(blocked.contains("1 failovers"), "{blocked}");
+    assert!(
+        masters(&nodes).0.is_empty(),
+        "no master while the breaker is open"
+    );
+    let alive = (0..nodes.len())
+        .find(|i| *i != first && *i != second)
+        .unwrap();
+    let status = nodes[alive].status().unwrap();
+    assert_eq!(status["breaker"]["open"], true, "{}", status["breaker"]);
+
+    let (ok, _, stderr) = cli(
+        &nodes[alive],
+        &["breaker", "reset", "--token-file", &token_file],
+    );
+    assert!(ok, "{stderr}");
+    let (third, _) = one_master(&nodes, "a master after the reset");
+    assert!(third != first && third != second);
+}
+
+#[test]
+fn epoch_and_history_survive_a_restart_of_every_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path());
+    for node in nodes.iter_mut() {
+        node.start(dir.path());
+    }
+    let (master, epoch) = one_master(&nodes, "a first master");
+    let before = nodes[master].status().unwrap()["history"]
+        .as_array()
+        .unwrap()
+        .len();
+    for node in nodes.iter_mut() {
+        node.terminate();
+    }
+    for node in nodes.iter_mut() {
+        node.start(dir.path());
+    }
+    let (_, after_epoch) = one_master(&nodes, "a master after the restart");
+    assert!(
+        after_epoch > epoch,
+        "the epoch went on from {epoch}, got {after_epoch}"
+    );
+    let status = wait_for("status", Duration::from_secs(10), || {
+        nodes.iter().find_map(|n| n.status())
+    });
+    let history = status["history"].as_array().unwrap();
+    assert!(
+        history.len() > before,
+        "history kept and extended: {history:?}"
+    );
+    assert_eq!(
+        history[0]["epoch"], 1,
+        "the first assignment is still there"
     );
 }

@@ -77,6 +77,24 @@ pub struct ClusterSection {
     /// How long a node that released the role because of a failure stays
     /// ineligible before it offers itself again.
     pub fault_cooldown_ms: Option<u64>,
+    /// Circuit breaker: at most this many automatic failovers ...
+    #[serde(default = "default_breaker_max_failovers")]
+    pub breaker_max_failovers: usize,
+    /// ... within this many seconds (design §4: 2 in an hour).
+    #[serde(default = "default_breaker_window_s")]
+    pub breaker_window_s: u64,
+    /// A recovered node of higher priority takes the role back (by a
+    /// planned switchover). Off by default: every move is an interruption.
+    #[serde(default)]
+    pub preempt: bool,
+}
+
+fn default_breaker_max_failovers() -> usize {
+    2
+}
+
+fn default_breaker_window_s() -> u64 {
+    3_600
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -99,6 +117,13 @@ pub struct Timing {
 }
 
 impl ClusterSection {
+    pub fn breaker(&self) -> mailherd_core::decider::BreakerPolicy {
+        mailherd_core::decider::BreakerPolicy {
+            max_failovers: self.breaker_max_failovers,
+            window_ms: self.breaker_window_s.saturating_mul(1_000),
+        }
+    }
+
     pub fn timing(&self) -> Timing {
         let (lease, drift, election_min, election_max, heartbeat, grace) = match self.timing {
             TimingProfile::Fast => (500, 100, 150, 300, 50, 2_000),
@@ -159,6 +184,11 @@ pub enum MemberRole {
 pub struct ApiSection {
     pub listen: SocketAddr,
     pub peer_listen: SocketAddr,
+    /// A file holding the token that `POST /v1/...` requests must present
+    /// (`Authorization: Bearer <token>`). Without it the control endpoints
+    /// refuse every request. The token is never logged or served.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// The floating IP the master holds.
@@ -317,6 +347,21 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Invalid(Problems),
+}
+
+impl ApiSection {
+    /// Reads the control token from `token_file` (trimmed). `None` when no
+    /// file is configured.
+    pub fn read_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(text.trim().to_string()))
+    }
 }
 
 impl Config {

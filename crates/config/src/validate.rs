@@ -224,6 +224,16 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
         );
     }
 
+    if config.cluster.breaker_max_failovers == 0 {
+        c.push(
+            "cluster.breaker_max_failovers",
+            "must be at least 1 (0 would forbid every failover)",
+        );
+    }
+    if config.cluster.breaker_window_s == 0 {
+        c.push("cluster.breaker_window_s", "must be above 0");
+    }
+
     // API.
     if config.api.listen.port() == config.api.peer_listen.port()
         && (config.api.listen.ip() == config.api.peer_listen.ip()
@@ -234,6 +244,12 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
             "api.peer_listen",
             "must not use the same port as api.listen",
         );
+    }
+
+    if let Some(path) = &config.api.token_file {
+        if !path.is_absolute() {
+            c.push("api.token_file", "must be an absolute path");
+        }
     }
 
     let me = config.members.iter().find(|m| m.name == config.node.name);

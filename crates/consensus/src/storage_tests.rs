@@ -125,6 +125,7 @@ async fn applied_commands_are_persisted_and_published() {
         epoch: 1,
         expected_epoch: 0,
         expected_renewals: 0,
+        kind: mailherd_core::AssignmentKind::Failover,
         reason: "initial".into(),
         at_unix_ms: 1,
     };

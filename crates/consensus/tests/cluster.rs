@@ -202,6 +202,7 @@ fn assign(node: u64, epoch: u64, expected_epoch: u64, expected_renewals: u64) ->
         epoch,
         expected_epoch,
         expected_renewals,
+        kind: mailherd_core::AssignmentKind::Failover,
         reason: "test".into(),
         at_unix_ms: 0,
     }

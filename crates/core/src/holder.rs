@@ -102,6 +102,16 @@ pub enum HolderEvent {
         epoch: Epoch,
         detail: String,
     },
+    /// The replicated state asks the holder of `epoch` to hand over.
+    SwitchoverRequested {
+        epoch: Epoch,
+        to: Option<NodeId>,
+    },
+    /// Maintenance mode as replicated: while on, a failing stack does not
+    /// move the role (the operator is working on it).
+    Maintenance {
+        on: bool,
+    },
     /// The stack's verdict changed (or was re-evaluated).
     Verdict {
         verdict: Verdict,
@@ -160,6 +170,8 @@ pub struct Holder {
     last_assignment: Option<Assignment>,
     /// Set by `Shutdown`, never cleared: a leaving node takes no role.
     leaving: bool,
+    /// Maintenance mode: Down verdicts are not acted on.
+    maintenance: bool,
     /// When the current `Acquiring` began; a node that cannot get a
     /// renewal confirmed in time gives the epoch back instead of blocking it.
     acquiring_since: Option<Millis>,
@@ -199,6 +211,7 @@ impl Holder {
             lease_alarm_raised: false,
             last_assignment: stored_assignment,
             leaving: false,
+            maintenance: false,
             acquiring_since: None,
         };
         // Urgent: a node that starts holds no lease, so whatever a previous
@@ -312,7 +325,24 @@ impl Holder {
                     }
                 }
             }
+            HolderEvent::SwitchoverRequested { epoch, to } => {
+                // Only a finished master hands over; one still promoting
+                // sees the request again once it is master.
+                if self.phase == (Phase::Master { epoch }) {
+                    self.demote(
+                        epoch,
+                        false,
+                        Some(ReleaseReason::Switchover { to }),
+                        "planned switchover".into(),
+                        &mut actions,
+                    );
+                }
+            }
+            HolderEvent::Maintenance { on } => self.maintenance = on,
             HolderEvent::Verdict { verdict, detail } => {
+                if self.maintenance {
+                    return actions;
+                }
                 if let Phase::Master { epoch } = self.phase {
                     let in_grace = self
                         .master_since
@@ -954,6 +984,56 @@ mod tests {
                 urgent: true,
                 ..
             }]
+        ));
+    }
+
+    #[test]
+    fn a_switchover_request_demotes_gracefully_then_releases_for_the_target() {
+        let mut h = master(1);
+        let request = HolderEvent::SwitchoverRequested {
+            epoch: 1,
+            to: Some(3),
+        };
+        assert!(matches!(
+            h.handle(Millis(20), request)[..],
+            [HolderAction::StartDemotion {
+                epoch: 1,
+                urgent: false,
+                ..
+            }]
+        ));
+        let actions = h.handle(Millis(40), HolderEvent::DemotionFinished { epoch: 1 });
+        assert_eq!(
+            actions,
+            vec![HolderAction::ProposeRelease {
+                epoch: 1,
+                reason: ReleaseReason::Switchover { to: Some(3) }
+            }]
+        );
+    }
+
+    #[test]
+    fn a_switchover_request_for_another_epoch_is_ignored() {
+        let mut h = master(2);
+        let stale = HolderEvent::SwitchoverRequested { epoch: 1, to: None };
+        assert!(h.handle(Millis(20), stale).is_empty());
+        assert!(h.is_master());
+    }
+
+    #[test]
+    fn in_maintenance_a_failing_stack_keeps_the_role() {
+        let mut h = master(1);
+        h.handle(Millis(20), HolderEvent::Maintenance { on: true });
+        let down = HolderEvent::Verdict {
+            verdict: Verdict::Down,
+            detail: "postfix stopped by the operator".into(),
+        };
+        assert!(h.handle(Millis(5_000), down.clone()).is_empty());
+        assert!(h.is_master());
+        h.handle(Millis(5_010), HolderEvent::Maintenance { on: false });
+        assert!(matches!(
+            h.handle(Millis(5_020), down)[..],
+            [HolderAction::StartDemotion { epoch: 1, .. }]
         ));
     }
 }

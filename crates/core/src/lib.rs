@@ -32,8 +32,8 @@ pub use decider::{Candidate, DeciderView, Decision};
 pub use holder::{Holder, HolderAction, HolderEvent, Phase, RenewalOutcome};
 pub use lease::LeaseTiming;
 pub use state::{
-    Assignment, ClusterState, Command, CommandResult, Epoch, FailoverRecord, NodeHealth, NodeId,
-    Rejection, ReleaseReason,
+    Assignment, AssignmentKind, ClusterState, Command, CommandResult, Epoch, FailoverRecord,
+    NodeHealth, NodeId, Rejection, ReleaseReason,
 };
 
 /// A point on a monotonic clock, in milliseconds since an arbitrary origin

@@ -395,6 +395,13 @@ impl World {
                 candidates: &candidates,
                 timing: timing(),
                 now_unix_ms: now,
+                // The simulation checks safety across many failovers; the
+                // breaker would stop them.
+                breaker: crate::decider::BreakerPolicy {
+                    max_failovers: usize::MAX,
+                    window_ms: 0,
+                },
+                preempt: false,
             };
             if let Decision::Assign(command) = decide(&state, &view) {
                 let has_assign_in_flight = self.flights.iter().any(|f| {

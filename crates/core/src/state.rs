@@ -46,6 +46,9 @@ pub enum ReleaseReason {
     Shutdown,
     /// The agent restarted and found itself assigned without holding anything.
     Restarted,
+    /// An operator asked for a planned switchover (to `to`, or to the best
+    /// candidate).
+    Switchover { to: Option<NodeId> },
 }
 
 impl ReleaseReason {
@@ -68,6 +71,10 @@ impl ReleaseReason {
             ReleaseReason::PromotionFailed { detail } => format!("promotion failed: {detail}"),
             ReleaseReason::Shutdown => "agent shut down".to_string(),
             ReleaseReason::Restarted => "agent restarted".to_string(),
+            ReleaseReason::Switchover { to: Some(to) } => {
+                format!("planned switchover to node {to}")
+            }
+            ReleaseReason::Switchover { to: None } => "planned switchover".to_string(),
         }
     }
 }
@@ -79,6 +86,37 @@ pub struct NodeHealth {
     pub ready: bool,
     /// Human-readable reason, shown in `status`.
     pub detail: String,
+}
+
+/// Why an assignment happened; only `Failover` counts against the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssignmentKind {
+    /// The first master of a cluster (or after every node was down).
+    #[default]
+    Initial,
+    /// The master failed (its stack, its promotion, or it stopped renewing).
+    Failover,
+    /// An operator's planned switchover, or preemption by priority.
+    Switchover,
+    /// The master shut down cleanly and handed over.
+    Handover,
+}
+
+/// A switchover asked for and not yet carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchoverRequest {
+    /// The epoch whose holder is to hand over.
+    pub epoch: Epoch,
+    /// The node to hand over to; the best candidate if `None`.
+    pub to: Option<NodeId>,
+    pub requested_at_unix_ms: u64,
+}
+
+/// Maintenance mode: no automatic failover while it is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    pub since_unix_ms: u64,
 }
 
 /// One step of a promotion as recorded in the history.
@@ -107,6 +145,8 @@ pub struct FailoverRecord {
     pub to: NodeId,
     /// Why the previous holder lost the role (or "initial").
     pub reason: String,
+    #[serde(default)]
+    pub kind: AssignmentKind,
     pub assigned_at_unix_ms: u64,
     pub outcome: Option<PromotionOutcome>,
 }
@@ -123,6 +163,7 @@ pub enum Command {
         expected_epoch: Epoch,
         expected_renewals: u64,
         reason: String,
+        kind: AssignmentKind,
         at_unix_ms: u64,
     },
     /// The holder confirms its lease for `epoch`.
@@ -142,6 +183,17 @@ pub enum Command {
         epoch: Epoch,
         outcome: PromotionOutcome,
     },
+    /// An operator (or the decider, for preemption) asks the holder of
+    /// `epoch` to hand over.
+    RequestSwitchover {
+        epoch: Epoch,
+        to: Option<NodeId>,
+        at_unix_ms: u64,
+    },
+    /// Maintenance mode on or off.
+    SetMaintenance { on: bool, at_unix_ms: u64 },
+    /// Closes the circuit breaker: failovers before now no longer count.
+    ResetBreaker { at_unix_ms: u64 },
 }
 
 impl Command {
@@ -168,6 +220,8 @@ pub enum Rejection {
     },
     #[error("no failover record for epoch {epoch}")]
     UnknownEpoch { epoch: Epoch },
+    #[error("node {node} already holds the role")]
+    SwitchoverToHolder { node: NodeId },
 }
 
 /// What applying a command did.
@@ -188,6 +242,17 @@ pub struct ClusterState {
     pub health: BTreeMap<NodeId, NodeHealth>,
     /// The most recent assignments, oldest first, at most [`HISTORY_LIMIT`].
     pub history: VecDeque<FailoverRecord>,
+    /// Why the last holder let go, until the next assignment.
+    #[serde(default)]
+    pub last_release: Option<ReleaseReason>,
+    #[serde(default)]
+    pub switchover: Option<SwitchoverRequest>,
+    #[serde(default)]
+    pub maintenance: Option<Maintenance>,
+    /// Failovers assigned before this wall-clock time do not count against
+    /// the circuit breaker.
+    #[serde(default)]
+    pub breaker_reset_at_unix_ms: u64,
 }
 
 impl ClusterState {
@@ -201,6 +266,7 @@ impl ClusterState {
                 expected_epoch,
                 expected_renewals,
                 reason,
+                kind,
                 at_unix_ms,
             } => {
                 if *expected_epoch != self.epoch || *expected_renewals != self.renewals {
@@ -229,9 +295,12 @@ impl ClusterState {
                     from,
                     to: *node,
                     reason: reason.clone(),
+                    kind: *kind,
                     assigned_at_unix_ms: *at_unix_ms,
                     outcome: None,
                 });
+                self.last_release = None;
+                self.switchover = None;
                 Ok(())
             }
             Command::Renew { node, epoch } => {
@@ -247,6 +316,7 @@ impl ClusterState {
             } => {
                 self.check_holder(*node, *epoch)?;
                 self.assignment = None;
+                self.last_release = Some(reason.clone());
                 if reason.marks_fault() {
                     self.health.insert(
                         *node,
@@ -288,7 +358,55 @@ impl ClusterState {
                 record.outcome = Some(outcome.clone());
                 Ok(())
             }
+            Command::RequestSwitchover {
+                epoch,
+                to,
+                at_unix_ms,
+            } => {
+                let holder = match self.assignment {
+                    Some(a) if a.epoch == *epoch => a,
+                    holder => {
+                        return Err(Rejection::NotHolder {
+                            node: to.unwrap_or(0),
+                            epoch: *epoch,
+                            holder,
+                        })
+                    }
+                };
+                if *to == Some(holder.node) {
+                    return Err(Rejection::SwitchoverToHolder { node: holder.node });
+                }
+                self.switchover = Some(SwitchoverRequest {
+                    epoch: *epoch,
+                    to: *to,
+                    requested_at_unix_ms: *at_unix_ms,
+                });
+                Ok(())
+            }
+            Command::SetMaintenance { on, at_unix_ms } => {
+                self.maintenance = on.then(|| Maintenance {
+                    since_unix_ms: self
+                        .maintenance
+                        .as_ref()
+                        .map_or(*at_unix_ms, |m| m.since_unix_ms),
+                });
+                Ok(())
+            }
+            Command::ResetBreaker { at_unix_ms } => {
+                self.breaker_reset_at_unix_ms = self.breaker_reset_at_unix_ms.max(*at_unix_ms);
+                Ok(())
+            }
         }
+    }
+
+    /// Failovers (not switchovers, handovers or the initial assignment)
+    /// assigned at or after `since_unix_ms` and after the last breaker reset.
+    pub fn failovers_since(&self, since_unix_ms: u64) -> usize {
+        let since = since_unix_ms.max(self.breaker_reset_at_unix_ms);
+        self.history
+            .iter()
+            .filter(|r| r.kind == AssignmentKind::Failover && r.assigned_at_unix_ms >= since)
+            .count()
     }
 
     fn check_holder(&self, node: NodeId, epoch: Epoch) -> Result<(), Rejection> {
@@ -332,6 +450,7 @@ mod tests {
             expected_epoch,
             expected_renewals,
             reason: "test".into(),
+            kind: AssignmentKind::Failover,
             at_unix_ms: 0,
         }
     }

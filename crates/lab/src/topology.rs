@@ -129,6 +129,11 @@ pub fn volume_mount_point(lab_dir: &Path) -> PathBuf {
     lab_dir.join("mnt")
 }
 
+/// The control token every agent of the lab accepts (`api.token_file`).
+pub fn token_file(lab_dir: &Path) -> PathBuf {
+    lab_dir.join("api-token")
+}
+
 pub fn volume_image(lab_dir: &Path) -> PathBuf {
     lab_dir.join("volume.img")
 }

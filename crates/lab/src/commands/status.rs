@@ -47,6 +47,8 @@ struct StatusJson<'a> {
     client_namespace: &'a str,
     stack: &'static str,
     lab_dir: String,
+    /// The control token of every agent (`mailherd switchover --token-file`).
+    token_file: String,
     volume: VolumeJson,
     nodes: Vec<NodeJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -188,6 +190,9 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
         client_namespace: &state.client.namespace,
         stack: state.stack.name(),
         lab_dir: state.lab_dir.display().to_string(),
+        token_file: crate::topology::token_file(&state.lab_dir)
+            .display()
+            .to_string(),
         volume: VolumeJson {
             device: state
                 .volume

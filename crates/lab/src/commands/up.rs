@@ -213,7 +213,27 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
     Ok(state)
 }
 
+/// Writes the lab's control token once (0600), for `mailherd switchover`,
+/// `maintenance` and `breaker reset` against the lab's agents.
+fn write_token(state: &LabState) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = topology::token_file(&state.lab_dir);
+    if path.exists() {
+        return Ok(());
+    }
+    let token = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut file, token.as_bytes())?;
+    Ok(())
+}
+
 fn write_node_files(state: &LabState, node: &NodeState) -> Result<()> {
+    write_token(state)?;
     std::fs::create_dir_all(node.dir.join("data"))?;
     std::fs::create_dir_all(node.run_dir())?;
     if node.kind == NodeKind::Mail {
