@@ -109,10 +109,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// Checks `Authorization: Bearer <token>` in constant time.
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks `Authorization: Bearer <token>` in constant time; the refusal
+/// to send when it does not match.
+fn refusal(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &state.token else {
-        return Err(error(
+        return Some(error(
             StatusCode::UNAUTHORIZED,
             "control requests are disabled: this agent has no api.token_file",
         ));
@@ -128,14 +129,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
             .zip(token.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-    if matches {
-        Ok(())
-    } else {
-        Err(error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token",
-        ))
-    }
+    (!matches).then(|| error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
 }
 
 async fn propose(state: &ApiState, command: Command, done: serde_json::Value) -> Response {
@@ -162,7 +156,7 @@ async fn switchover(
     headers: HeaderMap,
     body: Option<Json<SwitchoverRequest>>,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers) {
+    if let Some(response) = refusal(&state, &headers) {
         return response;
     }
     let request = body
@@ -225,7 +219,7 @@ async fn maintenance(
     headers: HeaderMap,
     body: Option<Json<MaintenanceRequest>>,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers) {
+    if let Some(response) = refusal(&state, &headers) {
         return response;
     }
     let Some(Json(request)) = body else {
@@ -242,7 +236,7 @@ async fn maintenance(
 }
 
 async fn breaker_reset(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Err(response) = authorize(&state, &headers) {
+    if let Some(response) = refusal(&state, &headers) {
         return response;
     }
     let command = Command::ResetBreaker {
