@@ -7,14 +7,17 @@
 //! either side is cut off. Each node runs the real [`Holder`], the leader
 //! runs the real [`decide`], and every node's clock runs at its own rate
 //! (within ±3%, inside the drift margin). Faults: power loss (holds nothing
-//! at once, restarts later with a fresh holder), partitions, stack failure,
-//! leader changes. Resources count as held from the start of a promotion to
-//! the end of a demotion, pessimistically. Like the agent, a node measures
+//! at once, restarts later with a fresh holder), agent restarts (what was
+//! held stays held until the new process's urgent cleanup), partitions,
+//! stack failure, leader changes, and now and then a slow answer.
+//! Resources count as held from the start of a promotion to the end of a
+//! demotion, pessimistically. Like the agent, a node measures
 //! the decider's wait from when a progress entry *arrived* in its log, and
 //! applies nothing while there is no leader.
 //!
 //! Checked at every simulated millisecond step: at most one node holds.
-//! Checked at the end, after every fault healed: exactly one master.
+//! Checked once every fault healed: the cluster is never without a master
+//! for more than two seconds.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -260,7 +263,14 @@ impl World {
                         let mut state = self.current().clone();
                         let result = state.apply(&command);
                         self.log.push((now, state));
-                        let back = now + self.rng.random_range(1..20);
+                        // Now and then an answer is slow (a loaded node, a
+                        // long GC-like pause): confirmations that arrive too
+                        // late to promote on, or to keep the lease.
+                        let back = if self.rng.random_bool(0.03) {
+                            now + self.rng.random_range(100..600)
+                        } else {
+                            now + self.rng.random_range(1..20)
+                        };
                         self.flights.push(Flight::Answer {
                             to: from,
                             command,
@@ -478,10 +488,37 @@ impl World {
         let applied = self.node(id).applied;
         let stored = self.log[applied].1.assignment;
         let (holder, actions) = Holder::new(id, timing(), 1_000, stored);
+        let seen = {
+            let state = &self.log[applied].1;
+            (state.epoch, state.renewals)
+        };
         let node = self.node(id);
         node.holder = holder;
         node.alive = true;
+        // Like the agent: a fresh process counts progress from its start.
+        node.last_progress_seen = node.local(now);
+        node.seen = seen;
         self.execute(now, id, actions);
+    }
+
+    /// The agent process dies and is restarted at once (systemd); unlike
+    /// a power loss, whatever it held stays held until the new process's
+    /// startup cleanup (urgent) has run.
+    fn restart_agent(&mut self, now: u64, id: NodeId) {
+        if !self.node(id).alive {
+            return;
+        }
+        self.flights.retain(
+            |f| !matches!(f, Flight::Answer { to, .. } | Flight::Timeout { to, .. } if *to == id),
+        );
+        let node = self.node(id);
+        node.promotion_done_at = None;
+        node.demotion_done_at = None;
+        let holding = node.holding;
+        self.power_on(now, id);
+        // `power_on` ran the startup cleanup; what was held is released
+        // only when that cleanup finishes.
+        self.node(id).holding = holding;
     }
 }
 
@@ -490,7 +527,7 @@ impl World {
 fn run_scenario(seed: u64, trace: bool) -> (Vec<String>, Option<String>) {
     let mut world = World::new(seed, if seed.is_multiple_of(3) { 5 } else { 3 });
     let n = world.nodes.len() as u64;
-    let total: u64 = 8_000;
+    let total: u64 = 10_000;
     let quiet_from: u64 = 5_000;
     // A schedule of faults in the first part of the run.
     let mut faults: Vec<(u64, u64, NodeId, u8)> = Vec::new();
@@ -498,9 +535,16 @@ fn run_scenario(seed: u64, trace: bool) -> (Vec<String>, Option<String>) {
         let start = world.rng.random_range(500..quiet_from - 1_000);
         let end = world.rng.random_range(start + 50..quiet_from);
         let node = world.rng.random_range(1..=n);
-        let kind = world.rng.random_range(0..4u8);
+        let kind = world.rng.random_range(0..5u8);
         faults.push((start, end, node, kind));
     }
+    // Liveness after every fault healed: slow answers go on, so a master
+    // may still fence itself now and then, but the role must be back within
+    // a bound (fence + lease + drift + promotion, with room to spare).
+    let settled_from = quiet_from + 2_000;
+    const LONGEST_GAP_MS: u64 = 2_000;
+    let mut last_master_at = 0;
+    let mut longest_gap = 0;
     let mut now = 0;
     while now < total {
         for &(start, end, node, kind) in &faults {
@@ -521,6 +565,7 @@ fn run_scenario(seed: u64, trace: bool) -> (Vec<String>, Option<String>) {
                             world.execute(now, node, actions);
                         }
                     }
+                    4 => world.restart_agent(now, node),
                     _ => {
                         // Leader change: the leader steps down.
                         if world.leader.is_some() {
@@ -539,6 +584,14 @@ fn run_scenario(seed: u64, trace: bool) -> (Vec<String>, Option<String>) {
             }
         }
         world.step(now);
+        let has_master = world
+            .nodes
+            .iter()
+            .any(|n| n.alive && matches!(n.holder.phase(), Phase::Master { .. }));
+        if has_master || now < settled_from {
+            last_master_at = now;
+        }
+        longest_gap = longest_gap.max(now - last_master_at);
         if trace {
             eprintln!(
                 "t={now} leader {:?} assign {:?} renewals {} phases {:?}",
@@ -559,27 +612,13 @@ fn run_scenario(seed: u64, trace: bool) -> (Vec<String>, Option<String>) {
         }
         now += STEP;
     }
-    let masters: Vec<NodeId> = world
-        .nodes
-        .iter()
-        .filter(|n| n.alive && matches!(n.holder.phase(), Phase::Master { .. }))
-        .map(|n| n.id)
-        .collect();
-    let ready: Vec<NodeId> = world
-        .nodes
-        .iter()
-        .filter(|n| world.current().is_ready(n.id))
-        .map(|n| n.id)
-        .collect();
-    let liveness = if masters.len() == 1 || ready.is_empty() {
-        None
-    } else {
-        Some(format!(
-            "seed {seed}: {} masters at the end ({masters:?}); assignment {:?}; faults {faults:?}",
-            masters.len(),
+    let ready = world.nodes.iter().any(|n| world.current().is_ready(n.id));
+    let liveness = (ready && longest_gap > LONGEST_GAP_MS).then(|| {
+        format!(
+            "seed {seed}: no master for {longest_gap} ms after every fault healed; assignment {:?}; faults {faults:?}",
             world.current().assignment
-        ))
-    };
+        )
+    });
     (world.violations, liveness)
 }
 
