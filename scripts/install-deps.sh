@@ -34,7 +34,7 @@ done
 
 if ! command -v cargo >/dev/null; then
     cat >&2 <<'MSG'
-install-deps: cargo is missing. mailherd needs Rust 1.85 or newer; install it with rustup
+install-deps: cargo is missing. mailherd needs Rust 1.90 or newer; install it with rustup
 (https://rustup.rs), then run this again. Debian's own rustc is too old for the dependencies.
 MSG
     exit 1

@@ -16,6 +16,8 @@
 //!   the token-protected `/v1/switchover`, `/v1/maintenance`,
 //!   `/v1/breaker/reset`).
 //! - [`status`]: the status document shared by the API and the CLI.
+//! - [`tls`]: mutual TLS on the peer channel (cluster CA, node
+//!   certificates, the TLS listener), also used by `mailherd tls` and the lab.
 //!
 //! Tear-down order on shutdown: the control loop demotes and releases the
 //! role (so a backup takes over at once instead of waiting out the lease),
@@ -27,6 +29,7 @@ pub mod control;
 pub mod monitor;
 pub mod pipelines;
 pub mod status;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -34,7 +37,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mailherd_config::{Config, MemberRole};
-use mailherd_consensus::{Consensus, ConsensusConfig};
+use mailherd_consensus::{Consensus, ConsensusConfig, ConsensusOptions};
 use tokio::sync::watch;
 
 pub use status::StatusDocument;
@@ -51,14 +54,46 @@ pub async fn run(
 
     let voters: BTreeMap<u64, std::net::SocketAddr> =
         config.members.iter().map(|m| (m.id, m.peer)).collect();
-    let consensus = Consensus::open(ConsensusConfig {
-        node_id: me.id,
-        voters,
-        data_dir: config.node.data_dir.join("raft"),
-        heartbeat_interval_ms: timing.heartbeat_interval_ms,
-        election_timeout_min_ms: timing.election_timeout_min_ms,
-        election_timeout_max_ms: timing.election_timeout_max_ms,
-    })
+    // Invariant 7: with [tls], peers talk HTTPS and must present a
+    // certificate of the cluster CA in both directions.
+    let peer_tls = match &config.tls {
+        Some(section) => {
+            let files = section
+                .files()
+                .context("[tls] needs ca_file, cert_file and key_file")?;
+            let connect_timeout = std::time::Duration::from_millis(timing.election_timeout_min_ms);
+            Some(
+                tls::PeerTls::load(&files, connect_timeout)
+                    .context("loading the peer TLS files")?,
+            )
+        }
+        None => {
+            tracing::warn!(
+                "no [tls] section: the peer channel is plain HTTP and unauthenticated; \
+                 anyone who reaches api.peer_listen can take part in consensus"
+            );
+            None
+        }
+    };
+    let consensus_options = match &peer_tls {
+        Some(peer_tls) => ConsensusOptions {
+            peer_client: Some(peer_tls.client()),
+            peer_scheme: "https",
+            ..Default::default()
+        },
+        None => ConsensusOptions::default(),
+    };
+    let consensus = Consensus::open_with(
+        ConsensusConfig {
+            node_id: me.id,
+            voters,
+            data_dir: config.node.data_dir.join("raft"),
+            heartbeat_interval_ms: timing.heartbeat_interval_ms,
+            election_timeout_min_ms: timing.election_timeout_min_ms,
+            election_timeout_max_ms: timing.election_timeout_max_ms,
+        },
+        consensus_options,
+    )
     .await
     .context("opening the consensus store")?;
     // What storage says before any peer is heard: the assignment a previous
@@ -77,13 +112,25 @@ pub async fn run(
     let peer_server = {
         let router = consensus.peer_router();
         let mut stop = servers_stop_rx.clone();
-        tokio::spawn(async move {
-            axum::serve(peer_listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match &peer_tls {
+            Some(peer_tls) => {
+                let listener = tls::TlsListener::new(peer_listener, peer_tls.server_config())
+                    .context("starting the TLS peer endpoint")?;
+                tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stopped)
+                        .await
                 })
-                .await
-        })
+            }
+            None => tokio::spawn(async move {
+                axum::serve(peer_listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }),
+        }
     };
 
     consensus

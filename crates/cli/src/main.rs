@@ -73,6 +73,38 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Make the cluster CA and node certificates for mutual TLS between
+    /// agents (the `[tls]` section).
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Make a new cluster CA: DIR/ca.pem (every node's tls.ca_file) and
+    /// DIR/ca.key (0600; keep it off the nodes). Never overwrites.
+    InitCa {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Issue a node certificate signed by the CA in CA_DIR: OUT_DIR/NAME.pem
+    /// and OUT_DIR/NAME.key (0600), for server and client authentication,
+    /// with NAME and every --ip (the node's peer address) as names. Never
+    /// overwrites.
+    Issue {
+        #[arg(long, value_name = "CA_DIR")]
+        ca_dir: PathBuf,
+        /// The node's name, as in its [[members]] entry.
+        #[arg(long)]
+        name: String,
+        /// An IP address the node's peers dial (members[].peer); repeatable.
+        #[arg(long = "ip", value_name = "ADDRESS", required = true)]
+        ips: Vec<std::net::IpAddr>,
+        #[arg(long, value_name = "OUT_DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +161,7 @@ fn main() -> ExitCode {
         Command::Breaker {
             command: BreakerCommand::Reset { target },
         } => control(&target, "/v1/breaker/reset", serde_json::json!({})),
+        Command::Tls { command } => tls(command),
     };
     match result {
         Ok(code) => code,
@@ -137,6 +170,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn tls(command: TlsCommand) -> anyhow::Result<ExitCode> {
+    use mailherd_agent::tls;
+    match command {
+        TlsCommand::InitCa { dir } => {
+            let files = tls::init_ca(&dir).context("cannot make the cluster CA")?;
+            println!("wrote {} and {}", files.cert.display(), files.key.display());
+        }
+        TlsCommand::Issue {
+            ca_dir,
+            name,
+            ips,
+            out_dir,
+        } => {
+            let files = tls::issue(&ca_dir, &name, &ips, &out_dir)
+                .with_context(|| format!("cannot issue the certificate of {name}"))?;
+            println!("wrote {} and {}", files.cert.display(), files.key.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {

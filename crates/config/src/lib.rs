@@ -43,6 +43,10 @@ pub struct Config {
     pub services: Option<ServicesSection>,
     #[serde(default)]
     pub checks: Vec<CheckSection>,
+    /// Mutual TLS on the peer channel (design §2 invariant 7). Without it
+    /// the peer channel is plain, unauthenticated HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
 }
 
 /// Who this node is.
@@ -189,6 +193,62 @@ pub struct ApiSection {
     /// refuse every request. The token is never logged or served.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+}
+
+/// The cluster CA and this node's certificate for the peer channel.
+///
+/// All three files go together (validation refuses a partial section):
+/// peers must present a certificate signed by `ca_file`, and this node
+/// presents `cert_file` both as server and as client. `mailherd tls init-ca`
+/// and `mailherd tls issue` make them. The fields are optional only so that
+/// a missing one is reported with the file, line and key like every other
+/// problem; use [`TlsSection::files`] to read them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The cluster CA certificate (PEM), the only trusted root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by the CA, with the node's
+    /// peer IP address and name as subject alternative names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// This node's private key (PEM). Never logged or served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// The three files of a complete `[tls]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl TlsSection {
+    /// A section naming all three files.
+    pub fn new(
+        ca_file: impl Into<PathBuf>,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> TlsSection {
+        TlsSection {
+            ca_file: Some(ca_file.into()),
+            cert_file: Some(cert_file.into()),
+            key_file: Some(key_file.into()),
+        }
+    }
+
+    /// The three files; `None` when one is missing, which a validated
+    /// config never has.
+    pub fn files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            ca_file: self.ca_file.clone()?,
+            cert_file: self.cert_file.clone()?,
+            key_file: self.key_file.clone()?,
+        })
+    }
 }
 
 /// The floating IP the master holds.

@@ -252,6 +252,26 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
         }
     }
 
+    if let Some(tls) = &config.tls {
+        for (path, key) in [
+            (&tls.ca_file, "tls.ca_file"),
+            (&tls.cert_file, "tls.cert_file"),
+            (&tls.key_file, "tls.key_file"),
+        ] {
+            match path {
+                None => c.push(
+                    key,
+                    "missing: [tls] needs ca_file, cert_file and key_file together",
+                ),
+                Some(path) if !path.is_absolute() => c.push(
+                    key,
+                    format!("must be an absolute path (got {})", path.display()),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+
     let me = config.members.iter().find(|m| m.name == config.node.name);
     let is_witness = me.is_some_and(|m| m.role == MemberRole::Witness);
     if is_witness {

@@ -122,3 +122,41 @@ fn a_witness_must_not_hold_resources() {
         "{problems}"
     );
 }
+
+const TLS_SECTION: &str = "\n[tls]\nca_file = \"/etc/mailherd/tls/ca.pem\"\ncert_file = \"/etc/mailherd/tls/n1.pem\"\nkey_file = \"/etc/mailherd/tls/n1.key\"\n";
+
+#[test]
+fn a_tls_section_with_absolute_paths_is_valid() {
+    let text = format!("{EXAMPLE}{TLS_SECTION}");
+    let config = parse(&text).unwrap_or_else(|p| panic!("{p}"));
+    let tls = config.tls.expect("the [tls] section is parsed");
+    let files = tls.files().expect("all three files are named");
+    assert_eq!(files.key_file, Path::new("/etc/mailherd/tls/n1.key"));
+    assert!(parse(EXAMPLE).unwrap().tls.is_none());
+}
+
+#[test]
+fn tls_paths_must_be_absolute_and_complete() {
+    let base_lines = EXAMPLE.lines().count();
+    let relative = TLS_SECTION.replacen("\"/etc/mailherd/tls/n1.pem\"", "\"n1.pem\"", 1);
+    let problems = parse(&format!("{EXAMPLE}{relative}")).unwrap_err();
+    let found = problems
+        .0
+        .iter()
+        .find(|p| p.key == "tls.cert_file")
+        .unwrap_or_else(|| panic!("no problem for tls.cert_file; got:\n{problems}"));
+    // The section starts after the example's last line and one blank line.
+    assert_eq!(found.line, Some(base_lines + 4), "{problems}");
+    assert!(found.message.contains("absolute"), "{problems}");
+    assert!(found
+        .to_string()
+        .starts_with(&format!("node.toml:{}: tls.cert_file: ", base_lines + 4)));
+
+    let incomplete = TLS_SECTION.replacen("key_file = \"/etc/mailherd/tls/n1.key\"\n", "", 1);
+    let problems = parse(&format!("{EXAMPLE}{incomplete}")).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems}");
+    assert_eq!(problems.0[0].key, "tls.key_file", "{problems}");
+    // A missing key is reported at its section's header.
+    assert_eq!(problems.0[0].line, Some(base_lines + 2), "{problems}");
+    assert!(problems.0[0].message.contains("missing"), "{problems}");
+}

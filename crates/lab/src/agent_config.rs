@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use anyhow::{Context, Result};
 use mailherd_config::{
     ApiSection, ClusterSection, Config, FloatingIpDriver, FloatingIpSection, Member, MemberRole,
-    NodeSection, TimingProfile, VolumeDriver, VolumeSection,
+    NodeSection, TimingProfile, TlsSection, VolumeDriver, VolumeSection,
 };
 
 use crate::state::{LabState, NodeState};
@@ -66,6 +66,9 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         volumes: Vec::new(),
         services: None,
         checks: Vec::new(),
+        // The whole lab runs its peer channel over mTLS; `up` makes the
+        // files (crate::commands::up::write_tls_files).
+        tls: Some(tls_section(state, node)),
     };
     if node.is_mail() {
         config.floating_ip = Some(FloatingIpSection {
@@ -87,6 +90,17 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         config.checks = crate::stack::checks(state.stack);
     }
     Ok(config)
+}
+
+/// The node's `[tls]` section: the lab CA and the node's own files.
+fn tls_section(state: &LabState, node: &NodeState) -> TlsSection {
+    let dir = crate::topology::tls_dir(&state.lab_dir);
+    let files = mailherd_agent::tls::NodeFiles::in_dir(&dir, &node.name);
+    TlsSection::new(
+        mailherd_agent::tls::CaFiles::in_dir(&dir).cert,
+        files.cert,
+        files.key,
+    )
 }
 
 /// Renders `config` and checks the agent's parser accepts the text.
@@ -137,6 +151,10 @@ mod tests {
             .collect();
         assert_eq!(check_names, ["smtp", "imap"]);
         assert!(parsed.checks.iter().all(|check| check.critical));
+        let tls = parsed.tls.unwrap().files().unwrap();
+        assert_eq!(tls.ca_file, Path::new("/var/lib/mailherd-lab/tls/ca.pem"));
+        assert_eq!(tls.cert_file, Path::new("/var/lib/mailherd-lab/tls/n1.pem"));
+        assert_eq!(tls.key_file, Path::new("/var/lib/mailherd-lab/tls/n1.key"));
     }
 
     #[test]

@@ -134,6 +134,11 @@ pub fn token_file(lab_dir: &Path) -> PathBuf {
     lab_dir.join("api-token")
 }
 
+/// The lab's cluster CA and every node's certificate and key (`[tls]`).
+pub fn tls_dir(lab_dir: &Path) -> PathBuf {
+    lab_dir.join("tls")
+}
+
 pub fn volume_image(lab_dir: &Path) -> PathBuf {
     lab_dir.join("volume.img")
 }

@@ -434,7 +434,12 @@ fn mail_survives_a_fault_of_the_master(mode: &str, hold_queue: bool) -> (String,
         only_master(&status())
     });
     if hold_queue {
-        assert_eq!(old_master, master, "the frozen queue stays on the master");
+        assert_eq!(
+            old_master,
+            master,
+            "the frozen queue stays on the master\n{}",
+            diagnostics()
+        );
     }
     lab_ok(&["fail", &old_master, "--mode", mode]);
     let new_master = wait_for("another node as the only master", FAILOVER_WAIT, || {
@@ -509,7 +514,8 @@ fn heal_and_check(old_master: &str, new_master: &str) {
     assert_eq!(
         only_master(&status).as_deref(),
         Some(new_master),
-        "the healed node does not cause a second master"
+        "the healed node does not cause a second master\n{}",
+        diagnostics()
     );
     assert_eq!(floating_ip_holders(&status), [new_master.to_string()]);
 }

@@ -2,7 +2,8 @@
 //!
 //! Order: refuse if a lab (or its leftovers) exists; check the host; write
 //! the state file first (so `down` after a crash knows the lab); network;
-//! volume; node files and configs; prepare the volume; boot every node; wait
+//! volume; the cluster CA and node certificates (mTLS between agents); node
+//! files and configs; prepare the volume; boot every node; wait
 //! until the floating IP answers with an SMTP banner from the client
 //! namespace. Any failure after the checks tears everything down again
 //! (the same code as `down`), unless `--keep-on-failure` asks to keep it
@@ -200,6 +201,7 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
     state.save()?;
     crate::volume::make_filesystem(&device)?;
 
+    write_tls_files(&state)?;
     for node in &state.nodes {
         write_node_files(&state, node)
             .with_context(|| format!("cannot write the files of node {}", node.name))?;
@@ -229,6 +231,18 @@ fn write_token(state: &LabState) -> Result<()> {
         .open(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     std::io::Write::write_all(&mut file, token.as_bytes())?;
+    Ok(())
+}
+
+/// Makes the lab's cluster CA and one certificate per node (its name and
+/// peer address), with the same code as `mailherd tls init-ca` and `issue`.
+pub fn write_tls_files(state: &LabState) -> Result<()> {
+    let dir = topology::tls_dir(&state.lab_dir);
+    mailherd_agent::tls::init_ca(&dir).context("cannot make the lab's cluster CA")?;
+    for node in &state.nodes {
+        mailherd_agent::tls::issue(&dir, &node.name, &[node.peer.ip()], &dir)
+            .with_context(|| format!("cannot issue the certificate of node {}", node.name))?;
+    }
     Ok(())
 }
 
