@@ -6,11 +6,13 @@
 //! The lab tests (crates/lab/tests) do the same with namespaces, addresses,
 //! a shared volume and a real mail stack.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::wait_for;
 use serde_json::Value;
 
 const TOKEN: &str = "test-token-0123456789";
@@ -73,14 +75,6 @@ impl Drop for Node {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn cluster(dir: &Path) -> Vec<Node> {
     cluster_of(dir, 3, "")
 }
@@ -89,14 +83,7 @@ fn cluster(dir: &Path) -> Vec<Node> {
 /// section. Every agent accepts the token in `dir/token`.
 fn cluster_of(dir: &Path, n: usize, cluster_extra: &str) -> Vec<Node> {
     std::fs::write(dir.join("token"), TOKEN).unwrap();
-    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-    let mut members = String::new();
-    for (i, (peer, api)) in ports.iter().enumerate() {
-        members.push_str(&format!(
-            "[[members]]\nname = \"n{n}\"\nid = {n}\npeer = \"127.0.0.1:{peer}\"\napi = \"127.0.0.1:{api}\"\n\n",
-            n = i + 1
-        ));
-    }
+    let (ports, members) = common::members(n);
     ports
         .iter()
         .enumerate()
@@ -117,18 +104,6 @@ fn cluster_of(dir: &Path, n: usize, cluster_extra: &str) -> Vec<Node> {
             }
         })
         .collect()
-}
-
-/// Polls until `f` returns Some, or panics after `limit` naming `what`.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Runs `mailherd ARGS --api <node's api>` and returns (success, stdout, stderr).

@@ -5,11 +5,13 @@
 //! while it refuses (and logs) a client without a certificate, one with a
 //! certificate of another CA, and plain HTTP.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{free_port, wait_for};
 use serde_json::Value;
 
 struct Node {
@@ -51,28 +53,8 @@ fn mailherd(args: &[&str]) -> Output {
         .expect("running mailherd")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn path(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-/// Polls until `f` returns Some, or panics after `limit` naming `what`.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Makes the CA and node certificates with the CLI, then starts `n` agents
@@ -82,14 +64,7 @@ fn tls_cluster(dir: &Path, n: usize) -> Vec<Node> {
     let certs_dir = dir.join("certs");
     let out = mailherd(&["tls", "init-ca", "--dir", path(&ca_dir)]);
     assert!(out.status.success(), "{out:?}");
-    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-    let mut members = String::new();
-    for (i, (peer, api)) in ports.iter().enumerate() {
-        members.push_str(&format!(
-            "[[members]]\nname = \"n{n}\"\nid = {n}\npeer = \"127.0.0.1:{peer}\"\napi = \"127.0.0.1:{api}\"\n\n",
-            n = i + 1
-        ));
-    }
+    let (ports, members) = common::members(n);
     ports
         .iter()
         .enumerate()

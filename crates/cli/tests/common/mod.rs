@@ -1,0 +1,41 @@
+//! Shared by the integration tests that start real agents on loopback.
+
+#![allow(dead_code)] // each test binary uses its own part of this
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls until `f` returns Some, or panics after `limit` naming `what`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `(peer, api)` port pairs for `n` nodes and the `[[members]]` TOML
+/// naming them `n1..nN` on 127.0.0.1.
+pub fn members(n: usize) -> (Vec<(u16, u16)>, String) {
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    let mut toml = String::new();
+    for (i, (peer, api)) in ports.iter().enumerate() {
+        toml.push_str(&format!(
+            "[[members]]\nname = \"n{n}\"\nid = {n}\npeer = \"127.0.0.1:{peer}\"\napi = \"127.0.0.1:{api}\"\n\n",
+            n = i + 1
+        ));
+    }
+    (ports, toml)
+}
