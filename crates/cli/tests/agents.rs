@@ -17,6 +17,17 @@ use serde_json::Value;
 
 const TOKEN: &str = "test-token-0123456789";
 
+/// One cluster at a time: on a two-core CI machine, six clusters of three
+/// to five agents at once starve each other of CPU, and what would then be
+/// tested is the scheduler.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Node {
     name: String,
     config: PathBuf,
@@ -150,6 +161,7 @@ fn masters(nodes: &[Node]) -> (Vec<String>, u64) {
 
 #[test]
 fn agents_elect_one_master_and_fail_over_when_it_dies() {
+    let _cluster = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path());
     for node in nodes.iter_mut() {
@@ -201,6 +213,7 @@ fn agents_elect_one_master_and_fail_over_when_it_dies() {
 
 #[test]
 fn a_master_stopped_cleanly_releases_and_hands_over_at_once() {
+    let _cluster = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path());
     for node in nodes.iter_mut() {
@@ -257,6 +270,7 @@ fn a_master_stopped_cleanly_releases_and_hands_over_at_once() {
 
 #[test]
 fn switchover_moves_the_role_to_the_named_node_and_needs_the_token() {
+    let _cluster = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path());
     for node in nodes.iter_mut() {
@@ -321,6 +335,7 @@ fn switchover_moves_the_role_to_the_named_node_and_needs_the_token() {
 
 #[test]
 fn maintenance_stops_automatic_failover_until_turned_off() {
+    let _cluster = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path());
     for node in nodes.iter_mut() {
@@ -363,6 +378,7 @@ fn maintenance_stops_automatic_failover_until_turned_off() {
 
 #[test]
 fn the_breaker_stops_a_failover_loop_until_reset() {
+    let _cluster = exclusive();
     let dir = tempfile::tempdir().unwrap();
     // Five voters so that two can die and a quorum remains; one failover
     // per hour allowed.
@@ -409,6 +425,7 @@ fn the_breaker_stops_a_failover_loop_until_reset() {
 
 #[test]
 fn epoch_and_history_survive_a_restart_of_every_agent() {
+    let _cluster = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path());
     for node in nodes.iter_mut() {

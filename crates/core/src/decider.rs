@@ -128,7 +128,9 @@ pub fn decide(state: &ClusterState, view: &DeciderView<'_>) -> Decision {
             let (kind, preferred) = match &state.last_release {
                 None => (AssignmentKind::Initial, None),
                 Some(ReleaseReason::Switchover { to }) => (AssignmentKind::Switchover, *to),
-                Some(ReleaseReason::Shutdown) => (AssignmentKind::Handover, None),
+                Some(ReleaseReason::Shutdown | ReleaseReason::NotConfirmed { .. }) => {
+                    (AssignmentKind::Handover, None)
+                }
                 Some(
                     ReleaseReason::ServiceFailed { .. }
                     | ReleaseReason::PromotionFailed { .. }

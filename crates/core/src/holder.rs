@@ -488,7 +488,7 @@ impl Holder {
                     self.given_up_epoch = self.given_up_epoch.max(epoch);
                     actions.push(HolderAction::ProposeRelease {
                         epoch,
-                        reason: ReleaseReason::PromotionFailed {
+                        reason: ReleaseReason::NotConfirmed {
                             detail: format!("no renewal confirmed in time within {limit} ms"),
                         },
                     });
@@ -916,7 +916,7 @@ mod tests {
                         h.handle(Millis(t + 400), confirmed(epoch, started.0));
                     }
                     HolderAction::ProposeRelease { epoch, reason } => {
-                        assert!(matches!(reason, ReleaseReason::PromotionFailed { .. }));
+                        assert!(matches!(reason, ReleaseReason::NotConfirmed { .. }));
                         released.get_or_insert((t, epoch));
                     }
                     other => panic!("unexpected {other:?}"),

@@ -49,6 +49,10 @@ pub enum ReleaseReason {
     /// An operator asked for a planned switchover (to `to`, or to the best
     /// candidate).
     Switchover { to: Option<NodeId> },
+    /// Assigned, but no renewal was confirmed in time to promote; nothing
+    /// was ever held. Not a fault of the node (usually a slow or loaded
+    /// network), so it is not marked and not counted by the breaker.
+    NotConfirmed { detail: String },
 }
 
 impl ReleaseReason {
@@ -75,6 +79,7 @@ impl ReleaseReason {
                 format!("planned switchover to node {to}")
             }
             ReleaseReason::Switchover { to: None } => "planned switchover".to_string(),
+            ReleaseReason::NotConfirmed { detail } => format!("lease not confirmed: {detail}"),
         }
     }
 }
@@ -99,7 +104,8 @@ pub enum AssignmentKind {
     Failover,
     /// An operator's planned switchover, or preemption by priority.
     Switchover,
-    /// The master shut down cleanly and handed over.
+    /// The previous holder gave the role back cleanly: it shut down, or it
+    /// could not confirm a lease before holding anything.
     Handover,
 }
 
