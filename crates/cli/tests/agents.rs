@@ -144,6 +144,17 @@ fn one_master(nodes: &[Node], what: &str) -> (usize, u64) {
     })
 }
 
+/// Starts every node and waits for the first master: its name and epoch.
+fn start_and_elect(nodes: &mut [Node], dir: &Path) -> (String, u64) {
+    for node in nodes.iter_mut() {
+        node.start(dir);
+    }
+    wait_for("a first master", Duration::from_secs(30), || {
+        let (names, epoch) = masters(nodes);
+        (names.len() == 1).then(|| (names[0].clone(), epoch))
+    })
+}
+
 /// The names of the nodes that report `master`, and the epoch they agree on.
 fn masters(nodes: &[Node]) -> (Vec<String>, u64) {
     let mut names = Vec::new();
@@ -164,13 +175,7 @@ fn agents_elect_one_master_and_fail_over_when_it_dies() {
     let _cluster = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path());
-    for node in nodes.iter_mut() {
-        node.start(dir.path());
-    }
-    let (first, epoch) = wait_for("a first master", Duration::from_secs(30), || {
-        let (names, epoch) = masters(&nodes);
-        (names.len() == 1).then(|| (names[0].clone(), epoch))
-    });
+    let (first, epoch) = start_and_elect(&mut nodes, dir.path());
     assert!(epoch >= 1);
 
     let index = nodes.iter().position(|n| n.name == first).unwrap();
@@ -232,13 +237,7 @@ fn a_master_stopped_cleanly_releases_and_hands_over_at_once() {
     let _cluster = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path());
-    for node in nodes.iter_mut() {
-        node.start(dir.path());
-    }
-    let (first, epoch) = wait_for("a first master", Duration::from_secs(30), || {
-        let (names, epoch) = masters(&nodes);
-        (names.len() == 1).then(|| (names[0].clone(), epoch))
-    });
+    let (first, epoch) = start_and_elect(&mut nodes, dir.path());
     let index = nodes.iter().position(|n| n.name == first).unwrap();
     nodes[index].terminate();
     let (second, _) = wait_for("a new master", Duration::from_secs(30), || {

@@ -139,24 +139,9 @@ pub fn unplug(name: &str, switch_veth: &str) -> Result<()> {
 /// the node is partitioned.
 pub fn plug(switch_veth: &str, partitioned: bool) -> Result<()> {
     if partitioned {
-        ip(&[
-            "-n",
-            SWITCH_NAMESPACE,
-            "link",
-            "set",
-            switch_veth,
-            "nomaster",
-        ])?;
+        detach_from_bridge(switch_veth)?;
     } else {
-        ip(&[
-            "-n",
-            SWITCH_NAMESPACE,
-            "link",
-            "set",
-            switch_veth,
-            "master",
-            BRIDGE,
-        ])?;
+        attach_to_bridge(switch_veth)?;
     }
     ip(&["-n", SWITCH_NAMESPACE, "link", "set", switch_veth, "up"])?;
     Ok(())
