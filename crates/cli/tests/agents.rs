@@ -144,15 +144,12 @@ fn one_master(nodes: &[Node], what: &str) -> (usize, u64) {
     })
 }
 
-/// Starts every node and waits for the first master: its name and epoch.
-fn start_and_elect(nodes: &mut [Node], dir: &Path) -> (String, u64) {
+/// Starts every node and waits for the first master: its index and epoch.
+fn start_and_elect(nodes: &mut [Node], dir: &Path) -> (usize, u64) {
     for node in nodes.iter_mut() {
         node.start(dir);
     }
-    wait_for("a first master", Duration::from_secs(30), || {
-        let (names, epoch) = masters(nodes);
-        (names.len() == 1).then(|| (names[0].clone(), epoch))
-    })
+    one_master(nodes, "a first master")
 }
 
 /// The names of the nodes that report `master`, and the epoch they agree on.
@@ -175,10 +172,10 @@ fn agents_elect_one_master_and_fail_over_when_it_dies() {
     let _cluster = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path());
-    let (first, epoch) = start_and_elect(&mut nodes, dir.path());
+    let (index, epoch) = start_and_elect(&mut nodes, dir.path());
+    let first = nodes[index].name.clone();
     assert!(epoch >= 1);
 
-    let index = nodes.iter().position(|n| n.name == first).unwrap();
     nodes[index].kill();
     let (second, second_epoch) = wait_for("a new master", Duration::from_secs(30), || {
         let (names, epoch) = masters(&nodes);
@@ -237,8 +234,8 @@ fn a_master_stopped_cleanly_releases_and_hands_over_at_once() {
     let _cluster = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path());
-    let (first, epoch) = start_and_elect(&mut nodes, dir.path());
-    let index = nodes.iter().position(|n| n.name == first).unwrap();
+    let (index, epoch) = start_and_elect(&mut nodes, dir.path());
+    let first = nodes[index].name.clone();
     nodes[index].terminate();
     let (second, _) = wait_for("a new master", Duration::from_secs(30), || {
         let (names, epoch) = masters(&nodes);
@@ -288,10 +285,7 @@ fn switchover_moves_the_role_to_the_named_node_and_needs_the_token() {
     let _cluster = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path());
-    for node in nodes.iter_mut() {
-        node.start(dir.path());
-    }
-    let (master, epoch) = one_master(&nodes, "a first master");
+    let (master, epoch) = start_and_elect(&mut nodes, dir.path());
     let target = (master + 1) % nodes.len();
     let target_name = nodes[target].name.clone();
     let token_file = dir.path().join("token").display().to_string();
@@ -353,10 +347,7 @@ fn maintenance_stops_automatic_failover_until_turned_off() {
     let _cluster = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path());
-    for node in nodes.iter_mut() {
-        node.start(dir.path());
-    }
-    let (master, _) = one_master(&nodes, "a first master");
+    let (master, _) = start_and_elect(&mut nodes, dir.path());
     let other = (master + 1) % nodes.len();
     let token_file = dir.path().join("token").display().to_string();
     let (ok, _, stderr) = cli(
@@ -398,11 +389,8 @@ fn the_breaker_stops_a_failover_loop_until_reset() {
     // Five voters so that two can die and a quorum remains; one failover
     // per hour allowed.
     let mut nodes = cluster_of(dir.path(), 5, "breaker_max_failovers = 1");
-    for node in nodes.iter_mut() {
-        node.start(dir.path());
-    }
+    let (first, _) = start_and_elect(&mut nodes, dir.path());
     let token_file = dir.path().join("token").display().to_string();
-    let (first, _) = one_master(&nodes, "a first master");
     nodes[first].kill();
     let (second, _) = wait_for("the one allowed failover", Duration::from_secs(30), || {
         let (index, epoch) = one_master(&nodes, "one master");
@@ -443,10 +431,7 @@ fn epoch_and_history_survive_a_restart_of_every_agent() {
     let _cluster = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path());
-    for node in nodes.iter_mut() {
-        node.start(dir.path());
-    }
-    let (master, epoch) = one_master(&nodes, "a first master");
+    let (master, epoch) = start_and_elect(&mut nodes, dir.path());
     let before = nodes[master].status().unwrap()["history"]
         .as_array()
         .unwrap()

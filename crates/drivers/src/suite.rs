@@ -215,6 +215,16 @@ async fn eventually(within: Duration, mut condition: impl AsyncFnMut() -> bool) 
 
 /// The suite every services driver passes, given a stack that is stopped at
 /// the start and whose commands work; leaves it stopped.
+/// Asserts that `driver` reports `running` within `settle`; `message` may
+/// name `{name}`, the driver's description.
+async fn expect_running(driver: &dyn Services, settle: Duration, running: bool, message: &str) {
+    let reached = eventually(settle, async || {
+        driver.is_running().await.expect("is_running") == running
+    })
+    .await;
+    assert!(reached, "{}", message.replace("{name}", &driver.describe()));
+}
+
 pub async fn services_suite(driver: &dyn Services) {
     let name = driver.describe();
     let timeout = Duration::from_secs(10);
@@ -229,52 +239,17 @@ pub async fn services_suite(driver: &dyn Services) {
         .expect("stop when stopped (demotion of a backup)");
 
     driver.start(timeout).await.expect("start");
-    assert!(
-        eventually(settle, async || driver
-            .is_running()
-            .await
-            .expect("is_running"))
-        .await,
-        "{name}: not running after start"
-    );
+    expect_running(driver, settle, true, "{name}: not running after start").await;
 
     driver.stop(timeout).await.expect("stop");
-    assert!(
-        eventually(settle, async || !driver
-            .is_running()
-            .await
-            .expect("is_running"))
-        .await,
-        "{name}: still running after stop"
-    );
+    expect_running(driver, settle, false, "{name}: still running after stop").await;
     driver.stop(timeout).await.expect("stop again (idempotent)");
 
     driver.start(timeout).await.expect("start after stop");
-    assert!(
-        eventually(settle, async || driver
-            .is_running()
-            .await
-            .expect("is_running"))
-        .await,
-        "{name}: not running after restart"
-    );
+    expect_running(driver, settle, true, "{name}: not running after restart").await;
     // An urgent demotion kills instead of stopping.
     driver.kill(timeout).await.expect("kill");
-    assert!(
-        eventually(settle, async || !driver
-            .is_running()
-            .await
-            .expect("is_running"))
-        .await,
-        "{name}: still running after kill"
-    );
+    expect_running(driver, settle, false, "{name}: still running after kill").await;
     driver.stop(timeout).await.expect("final stop");
-    assert!(
-        eventually(settle, async || !driver
-            .is_running()
-            .await
-            .expect("is_running"))
-        .await,
-        "{name}: left running"
-    );
+    expect_running(driver, settle, false, "{name}: left running").await;
 }
