@@ -135,6 +135,7 @@ impl Consensus {
             node_id: config.node_id,
             http: peer_http.clone(),
             scheme: options.peer_scheme,
+            min_rpc_timeout: Duration::from_millis(config.election_timeout_min_ms),
         };
         let raft = openraft::Raft::new(
             config.node_id,

@@ -47,6 +47,9 @@ pub(crate) struct PeerNetworkFactory {
     pub(crate) node_id: NodeId,
     pub(crate) http: reqwest::Client,
     pub(crate) scheme: &'static str,
+    /// The shortest time an RPC may take before it counts as failed; see
+    /// [`PeerClient::post`].
+    pub(crate) min_rpc_timeout: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
@@ -56,6 +59,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
         PeerClient {
             node_id: self.node_id,
             target,
+            min_rpc_timeout: self.min_rpc_timeout,
             base_url: format!("{}://{}/raft", self.scheme, node.addr),
             http: self.http.clone(),
         }
@@ -68,6 +72,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
 pub(crate) struct PeerClient {
     node_id: NodeId,
     target: NodeId,
+    min_rpc_timeout: Duration,
     base_url: String,
     http: reqwest::Client,
 }
@@ -86,7 +91,15 @@ impl PeerClient {
     {
         // openraft may cancel the RPC at hard_ttl; the soft one lets the
         // transport report a timeout before that.
-        let timeout = option.soft_ttl();
+        // openraft asks for appends and heartbeats to finish within three
+        // quarters of the heartbeat interval (37.5 ms by default). A
+        // follower's append includes its fsync, which on a busy disk takes
+        // longer than that now and then; failing the RPC then makes openraft
+        // back off and resend, and the leader commits nothing for hundreds
+        // of milliseconds although every node is up, which cost healthy
+        // masters their lease. A slow answer is still an answer: wait at
+        // least the election timeout's minimum for it.
+        let timeout = option.soft_ttl().max(self.min_rpc_timeout);
         let url = format!("{}/{}", self.base_url, endpoint);
         let timeout_error = || {
             RPCError::Timeout(Timeout {
