@@ -12,6 +12,8 @@ packages=(
     iproute2 util-linux e2fsprogs procps psmisc iptables
     postfix dovecot-core dovecot-imapd
     ca-certificates pkg-config gcc jq
+    # The mariadb probe's tests start a mariadbd of their own.
+    mariadb-server
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -25,8 +27,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # The Debian packages start their daemons where policy allows; the lab runs
-# its own per-node instances, so the host's must not hold ports 25 and 143.
-for unit in postfix dovecot; do
+# its own per-node instances, so the host's must not hold ports 25 and 143;
+# the tests run their own mariadbd, so the host's is not needed either.
+for unit in postfix dovecot mariadb; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
         systemctl stop "$unit" || true
     fi

@@ -24,6 +24,7 @@ use crate::pipelines::{self, Drivers};
 use crate::status::{
     AssignmentStatus, BreakerStatus, HistoryEntry, LeaderStatus, MemberStatus, StatusDocument,
 };
+use crate::watchdog::WatchdogGuard;
 
 /// How often the loop wakes up. Small against the fence budget (150 ms by
 /// default) so that fencing starts on time.
@@ -34,6 +35,12 @@ const STATUS_EVERY: Duration = Duration::from_millis(100);
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
 /// How many history entries the status document shows.
 const STATUS_HISTORY: usize = 20;
+
+/// The watchdog as `execute` needs it: to arm before a promotion.
+struct Watch<'a> {
+    guard: Option<&'a mut WatchdogGuard>,
+    lease_end: Option<Millis>,
+}
 
 /// Results of spawned work, reported back to the loop.
 enum Event {
@@ -123,6 +130,7 @@ impl Control {
             pending = actions;
         }
         let mut pipeline: Option<Running> = None;
+        let mut watchdog = WatchdogGuard::from_config(&self.config);
         // Leadership may already be ours at start (openraft restores a
         // leader's term from storage): the watch's first value counts as
         // seen and would never be reported as a change.
@@ -150,8 +158,18 @@ impl Control {
 
         loop {
             // Carry out what the holder asked for.
+            let lease_end = holder.as_ref().and_then(|h| h.lease_end());
             for action in pending.drain(..) {
-                self.execute(action, &events_tx, &mut pipeline, &mut releases_in_flight);
+                self.execute(
+                    action,
+                    &events_tx,
+                    &mut pipeline,
+                    &mut releases_in_flight,
+                    Watch {
+                        guard: watchdog.as_mut(),
+                        lease_end,
+                    },
+                );
             }
             let now = self.clock.now();
             if let Some(since) = shutting_down_since {
@@ -247,6 +265,9 @@ impl Control {
                     let now = self.clock.now();
                     if let Some(h) = holder.as_mut() {
                         pending.extend(h.handle(now, HolderEvent::Tick));
+                        if let Some(guard) = watchdog.as_mut() {
+                            guard.tick(now, h);
+                        }
                         if h.is_master() {
                             if let Some(monitor) = &self.monitor {
                                 let report = monitor.report();
@@ -270,7 +291,7 @@ impl Control {
                     }
                     if now.since(last_status) >= STATUS_EVERY.as_millis() as u64 {
                         last_status = now;
-                        self.publish_status(now, &state, holder.as_ref(), decider.blocked.as_ref());
+                        self.publish_status(now, &state, holder.as_ref(), decider.blocked.as_ref(), watchdog.as_ref());
                     }
                 }
             }
@@ -286,6 +307,10 @@ impl Control {
         {
             tracing::error!("shutdown limit reached while still demoting: killing what is left");
             pipelines::demote(&self.drivers, true).await;
+            // The watchdog stays armed: if the kill did not let go of
+            // everything, the reset will.
+        } else if let (Some(guard), Some(h)) = (watchdog.as_mut(), holder.as_ref()) {
+            guard.tick(self.clock.now(), h);
         }
         // Hand Raft leadership on, preferably to the new master, so the
         // cluster does not wait out an election after this node exits.
@@ -310,7 +335,13 @@ impl Control {
             }
         }
         let now = self.clock.now();
-        self.publish_status(now, &state, holder.as_ref(), decider.blocked.as_ref());
+        self.publish_status(
+            now,
+            &state,
+            holder.as_ref(),
+            decider.blocked.as_ref(),
+            watchdog.as_ref(),
+        );
     }
 
     fn execute(
@@ -319,6 +350,7 @@ impl Control {
         events: &mpsc::UnboundedSender<Event>,
         pipeline: &mut Option<Running>,
         releases_in_flight: &mut usize,
+        watch: Watch<'_>,
     ) {
         let run_id = self
             .next_run_id
@@ -358,6 +390,39 @@ impl Control {
                 tracing::info!(epoch, "promotion started");
                 if let Some(running) = pipeline.take() {
                     running.task.abort();
+                }
+                if let Some(guard) = watch.guard {
+                    if let Err(reason) = guard.arm_for_promotion(self.clock.now(), watch.lease_end)
+                    {
+                        tracing::error!(epoch, %reason, "promotion refused: the watchdog is required");
+                        record_promotion(
+                            self.consensus.clone(),
+                            me,
+                            epoch,
+                            PromotionOutcome {
+                                ok: false,
+                                total_ms: 0,
+                                steps: Vec::new(),
+                                error: Some(reason.clone()),
+                            },
+                        );
+                        let events = events.clone();
+                        let task = tokio::spawn(async move {
+                            let _ = events.send(Event::Pipeline {
+                                id: run_id,
+                                event: HolderEvent::PromotionFinished {
+                                    epoch,
+                                    result: Err(reason),
+                                },
+                            });
+                        });
+                        *pipeline = Some(Running {
+                            task,
+                            kind: PipelineKind::Promotion { epoch },
+                            id: run_id,
+                        });
+                        return;
+                    }
                 }
                 let drivers = self.drivers.clone();
                 let monitor = self.monitor.clone();
@@ -735,6 +800,7 @@ impl Control {
         state: &ClusterState,
         holder: Option<&Holder>,
         blocked: Option<&Blocked>,
+        watchdog: Option<&WatchdogGuard>,
     ) {
         let me = self.config.me();
         let name_of = |id: u64| {
@@ -837,6 +903,7 @@ impl Control {
                 Some(to) => name_of(to),
                 None => "best candidate".to_string(),
             }),
+            watchdog: watchdog.map(WatchdogGuard::status),
             decider_blocked: blocked.map(|b| match b {
                 Blocked::Maintenance => "maintenance mode".to_string(),
                 Blocked::BreakerOpen {

@@ -30,6 +30,7 @@ pub mod monitor;
 pub mod pipelines;
 pub mod status;
 pub mod tls;
+pub mod watchdog;
 
 use std::collections::BTreeMap;
 use std::future::Future;

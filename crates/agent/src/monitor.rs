@@ -61,7 +61,7 @@ impl Monitor {
                 report: CheckReport {
                     name: c.name.clone(),
                     kind: format!("{:?}", c.kind).to_lowercase(),
-                    address: c.address.to_string(),
+                    address: c.address.map(|a| a.to_string()).unwrap_or_default(),
                     critical: c.critical,
                     state: CheckState::Unknown,
                     last_ok: None,

@@ -90,6 +90,10 @@ pub struct StatusDocument {
     pub switchover_pending: Option<String>,
     /// Only on the Raft leader: why it does not assign although it should.
     pub decider_blocked: Option<String>,
+    /// The watchdog that resets this node if its agent stops while holding
+    /// the role; absent when off (or on a witness, or unusable by timing).
+    #[serde(default)]
+    pub watchdog: Option<crate::watchdog::WatchdogStatus>,
     pub updated_unix_ms: u64,
 }
 
@@ -119,6 +123,7 @@ impl StatusDocument {
             breaker: None,
             switchover_pending: None,
             decider_blocked: None,
+            watchdog: None,
             updated_unix_ms: 0,
         }
     }

@@ -47,6 +47,10 @@ pub struct Config {
     /// the peer channel is plain, unauthenticated HTTP.
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    /// The watchdog that resets this node if its agent stops while it may
+    /// hold the role (a killed or frozen agent).
+    #[serde(default)]
+    pub watchdog: WatchdogSection,
 }
 
 /// Who this node is.
@@ -348,26 +352,228 @@ pub enum ServicesDriver {
 }
 
 /// One health check of the mail stack.
+///
+/// The keys common to every kind come first; the others apply to some kinds
+/// only, and validation refuses a key the check's kind does not use (so a
+/// typo'd kind does not silently ignore half the section). Kind-specific
+/// keys are optional in the type so that a missing one is reported with the
+/// file, line and key; the accessors below give their defaults.
+///
+/// | kind | needs | may have |
+/// | --- | --- | --- |
+/// | `tcp` | `address` | |
+/// | `smtp` | `address` | `ehlo_name`, `tls` or `starttls`, `tls_verify`, `tls_ca_file`, `server_name`, `test_rcpt`, `test_from` |
+/// | `imap`, `pop3` | `address` | `tls` or `starttls`, `tls_verify`, `tls_ca_file`, `server_name`, `user` with `password` or `password_file` |
+/// | `http` | `address` | `path`, `expect_status`, `expect_body`, `server_name` |
+/// | `https` | `address` | as `http`, and `tls_verify`, `tls_ca_file` |
+/// | `docker` | `container`, or `compose_project` and `service` | `docker_socket` |
+/// | `systemd` | `unit` | |
+/// | `mariadb` | `address` or `socket`, `user` | `password` or `password_file` |
+/// | `mount` | `mount_point` | |
+/// | `postfix_queue` | `max_messages` | `queue_directory` |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSection {
     pub name: String,
     pub kind: CheckKind,
-    /// `host:port` to probe.
-    pub address: SocketAddr,
+    /// `host:port` to probe (network kinds; `mariadb` unless `socket`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<SocketAddr>,
     #[serde(default = "default_check_interval_ms")]
     pub interval_ms: u64,
+    /// Bounds one whole attempt: connect, dialogue, verdict.
     #[serde(default = "default_check_timeout_ms")]
     pub timeout_ms: u64,
     #[serde(default = "default_fall")]
     pub fall: u32,
     #[serde(default = "default_rise")]
     pub rise: u32,
+    /// A critical check that is down (after `fall` failed attempts) makes
+    /// the node's verdict Down; a non-critical one only Degraded.
     #[serde(default = "default_true")]
     pub critical: bool,
     /// Name sent in EHLO (smtp checks).
     #[serde(default)]
     pub ehlo_name: Option<String>,
+
+    /// TLS from the first byte (SMTPS 465, IMAPS 993, POP3S 995).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// Upgrade to TLS in the dialogue (SMTP/IMAP `STARTTLS`, POP3 `STLS`)
+    /// and fail when the server does not offer it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starttls: Option<bool>,
+    /// Verify the server's certificate (default true). `false` accepts any
+    /// certificate, e.g. a lab's self-signed one; the handshake is still
+    /// checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+    /// Trust only the CA certificates in this PEM file instead of the
+    /// system's roots (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The name the server is known by: TLS server name (SNI and certificate
+    /// verification) and the HTTP `Host`. Default: the address's IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+
+    /// smtp: after EHLO, send a test message to this mailbox
+    /// (`MAIL FROM`, `RCPT TO`, `DATA`) and expect `250` after the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_rcpt: Option<String>,
+    /// smtp: the test message's sender; default `test_rcpt`, `""` is the
+    /// null sender `<>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_from: Option<String>,
+
+    /// imap/pop3/mariadb: log in as this user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The password, inline. Prefer `password_file`: a config file is read
+    /// by more people than a secret should be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A file holding the password (trailing newline ignored), read at
+    /// every attempt so a rotated password is picked up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+
+    /// http(s): the path requested (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// http(s): the status that passes (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<u16>,
+    /// http(s): text the body must contain (case-sensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_body: Option<String>,
+
+    /// docker: the container's name or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// docker: with `service`, every container labelled
+    /// `com.docker.compose.project=<compose_project>` and
+    /// `com.docker.compose.service=<service>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose_project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// docker: the Engine API socket (default `/var/run/docker.sock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_socket: Option<PathBuf>,
+
+    /// systemd: the unit that must be active, e.g. `postfix.service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+
+    /// mariadb: a unix socket instead of `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+
+    /// mount: the directory that must be a mount point and writable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_point: Option<PathBuf>,
+
+    /// postfix_queue: Postfix's `queue_directory` (default
+    /// `/var/spool/postfix`; mailcow's is inside the postfix-vol-1 volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_directory: Option<PathBuf>,
+    /// postfix_queue: the most messages (maildrop, incoming, active and
+    /// deferred together) that still pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages: Option<u64>,
+}
+
+/// The path of an http(s) check without `path`.
+pub const DEFAULT_HTTP_PATH: &str = "/";
+/// The passing status of an http(s) check without `expect_status`.
+pub const DEFAULT_HTTP_STATUS: u16 = 200;
+/// The Docker Engine API socket of a docker check without `docker_socket`.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Postfix's default `queue_directory`.
+pub const DEFAULT_POSTFIX_QUEUE_DIRECTORY: &str = "/var/spool/postfix";
+
+impl CheckSection {
+    /// A check of `kind` with the default timing and no kind-specific keys;
+    /// set the keys the kind needs with struct update syntax:
+    /// `CheckSection { address: Some(a), ..CheckSection::new("smtp", CheckKind::Smtp) }`.
+    pub fn new(name: impl Into<String>, kind: CheckKind) -> CheckSection {
+        CheckSection {
+            name: name.into(),
+            kind,
+            address: None,
+            interval_ms: default_check_interval_ms(),
+            timeout_ms: default_check_timeout_ms(),
+            fall: default_fall(),
+            rise: default_rise(),
+            critical: true,
+            ehlo_name: None,
+            tls: None,
+            starttls: None,
+            tls_verify: None,
+            tls_ca_file: None,
+            server_name: None,
+            test_rcpt: None,
+            test_from: None,
+            user: None,
+            password: None,
+            password_file: None,
+            path: None,
+            expect_status: None,
+            expect_body: None,
+            container: None,
+            compose_project: None,
+            service: None,
+            docker_socket: None,
+            unit: None,
+            socket: None,
+            mount_point: None,
+            queue_directory: None,
+            max_messages: None,
+        }
+    }
+
+    /// Whether the certificate is verified (`tls_verify`, default true).
+    pub fn verifies_tls(&self) -> bool {
+        self.tls_verify.unwrap_or(true)
+    }
+
+    /// The password from `password_file` (re-read at every call, trailing
+    /// newline removed) or `password`; `None` when neither is set.
+    pub fn read_password(&self) -> Result<Option<Secret>, ConfigError> {
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            return Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']))));
+        }
+        Ok(self.password.clone())
+    }
+}
+
+/// A secret written in the config (a password): serialised as its text so
+/// a config round-trips, but never shown by `Debug`, so logging a config or
+/// a check does not leak it (design §2 invariant 7).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 fn default_check_interval_ms() -> u64 {
@@ -391,10 +597,46 @@ fn default_true() -> bool {
 pub enum CheckKind {
     /// The port accepts a TCP connection.
     Tcp,
-    /// An SMTP `220` banner, then `250` to EHLO.
+    /// An SMTP `220` banner, `250` to EHLO; optionally STARTTLS and a test
+    /// message.
     Smtp,
-    /// An IMAP `* OK` greeting.
+    /// An IMAP `* OK` greeting, CAPABILITY; optionally STARTTLS and LOGIN.
     Imap,
+    /// A POP3 `+OK` greeting, CAPA; optionally STLS and USER/PASS.
+    Pop3,
+    /// `GET path` answers the expected status (and body text).
+    Http,
+    /// As `http`, over TLS.
+    Https,
+    /// A container is running, and healthy when it has a healthcheck.
+    Docker,
+    /// A systemd unit is active.
+    Systemd,
+    /// MariaDB accepts a login and answers `SELECT 1`.
+    Mariadb,
+    /// A directory is a mount point and writable.
+    Mount,
+    /// Postfix's queue holds at most `max_messages`.
+    PostfixQueue,
+}
+
+impl CheckKind {
+    /// The name written in the config (`postfix_queue`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Smtp => "smtp",
+            CheckKind::Imap => "imap",
+            CheckKind::Pop3 => "pop3",
+            CheckKind::Http => "http",
+            CheckKind::Https => "https",
+            CheckKind::Docker => "docker",
+            CheckKind::Systemd => "systemd",
+            CheckKind::Mariadb => "mariadb",
+            CheckKind::Mount => "mount",
+            CheckKind::PostfixQueue => "postfix_queue",
+        }
+    }
 }
 
 /// Why a config could not be used.
@@ -461,5 +703,90 @@ impl Config {
 
     pub fn member_by_id(&self, id: u64) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)
+    }
+}
+
+/// `[watchdog]`: how a killed or frozen agent's node is stopped before its
+/// lease ends (see `mailherd_core::watchdog`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchdogSection {
+    #[serde(default)]
+    pub mode: WatchdogMode,
+    #[serde(default)]
+    pub driver: WatchdogDriver,
+    /// The device (`device` driver) or the emulator's datagram socket
+    /// (`socket` driver).
+    #[serde(default = "default_watchdog_path")]
+    pub path: PathBuf,
+    /// Default: `lease_ms - 2 × renew_interval_ms` (rounded down to whole
+    /// seconds for a device); allowed: above `renew_interval_ms`, at most
+    /// `lease_ms - renew_interval_ms`.
+    pub timeout_ms: Option<u64>,
+}
+
+impl Default for WatchdogSection {
+    fn default() -> Self {
+        WatchdogSection {
+            mode: WatchdogMode::default(),
+            driver: WatchdogDriver::default(),
+            path: default_watchdog_path(),
+            timeout_ms: None,
+        }
+    }
+}
+
+fn default_watchdog_path() -> PathBuf {
+    PathBuf::from("/dev/watchdog")
+}
+
+/// Like Patroni's watchdog modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchdogMode {
+    /// Never used.
+    Off,
+    /// Used when the driver works and the timing allows one; otherwise the
+    /// agent says why once and goes on without it.
+    #[default]
+    Automatic,
+    /// A node that cannot arm it does not take the role.
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchdogDriver {
+    /// The Linux watchdog device (`/dev/watchdog`, e.g. softdog): its
+    /// timeout counts whole seconds.
+    #[default]
+    Device,
+    /// An emulated watchdog listening on a Unix datagram socket (the lab's
+    /// node init, which powers the node off).
+    Socket,
+}
+
+impl WatchdogSection {
+    /// The timeout to arm with, or why no timeout can protect this lease.
+    pub fn timeout_ms(&self, lease: &mailherd_core::LeaseTiming) -> Result<u64, String> {
+        let timeout = match (self.timeout_ms, self.driver) {
+            (Some(ms), _) => ms,
+            (None, WatchdogDriver::Socket) => mailherd_core::watchdog::default_timeout_ms(lease),
+            // Whole seconds, rounded down so that it still fits.
+            (None, WatchdogDriver::Device) => {
+                mailherd_core::watchdog::default_timeout_ms(lease) / 1_000 * 1_000
+            }
+        };
+        if self.driver == WatchdogDriver::Device && (timeout == 0 || timeout % 1_000 != 0) {
+            return Err(format!(
+                "a watchdog device counts whole seconds, and this lease's default is {} ms \
+                 (lease_ms - 2 × renew_interval_ms); use a lease of at least {} ms \
+                 (e.g. `timing = \"safe\"`) or set timeout_ms in whole seconds",
+                mailherd_core::watchdog::default_timeout_ms(lease),
+                1_000 + 2 * lease.renew_interval_ms
+            ));
+        }
+        mailherd_core::watchdog::check_timeout(lease, timeout).map_err(|e| e.to_string())?;
+        Ok(timeout)
     }
 }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use crate::locate;
-use crate::{Config, MemberRole, ServicesDriver};
+use crate::{CheckKind, CheckSection, Config, MemberRole, ServicesDriver, WatchdogMode};
 
 /// One thing wrong with a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,7 +373,973 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
         if check.rise == 0 {
             c.push(format!("checks[{i}].rise"), "must be at least 1");
         }
+        validate_check_keys(&mut c, i, check);
+    }
+
+    // Watchdog: only a mail node holds the role, so only there it matters.
+    if !is_witness && config.watchdog.mode != WatchdogMode::Off {
+        if let Err(error) = config.watchdog.timeout_ms(&config.cluster.timing().lease) {
+            // In automatic mode a default that does not fit only means "not
+            // used" (the agent says so); anything written down must work.
+            if config.watchdog.timeout_ms.is_some() {
+                c.push("watchdog.timeout_ms", error);
+            } else if config.watchdog.mode == WatchdogMode::Required {
+                c.push("watchdog.mode", format!("`required` cannot work: {error}"));
+            }
+        }
+        if !config.watchdog.path.is_absolute() {
+            c.push("watchdog.path", "must be an absolute path");
+        }
     }
 
     Problems(c.problems)
+}
+
+/// The kind-specific keys of a check: which are set, whether the kind uses
+/// them, and whether their values make sense.
+fn validate_check_keys(c: &mut Collector<'_>, i: usize, check: &CheckSection) {
+    let kind = check.kind;
+    let key = |name: &str| format!("checks[{i}].{name}");
+
+    // Keys the kind does not use: refused, so that a mistake (a key meant
+    // for another check, a wrong kind) is not silently ignored.
+    let set: [(&str, bool); 24] = [
+        ("address", check.address.is_some()),
+        ("ehlo_name", check.ehlo_name.is_some()),
+        ("tls", check.tls.is_some()),
+        ("starttls", check.starttls.is_some()),
+        ("tls_verify", check.tls_verify.is_some()),
+        ("tls_ca_file", check.tls_ca_file.is_some()),
+        ("server_name", check.server_name.is_some()),
+        ("test_rcpt", check.test_rcpt.is_some()),
+        ("test_from", check.test_from.is_some()),
+        ("user", check.user.is_some()),
+        ("password", check.password.is_some()),
+        ("password_file", check.password_file.is_some()),
+        ("path", check.path.is_some()),
+        ("expect_status", check.expect_status.is_some()),
+        ("expect_body", check.expect_body.is_some()),
+        ("container", check.container.is_some()),
+        ("compose_project", check.compose_project.is_some()),
+        ("service", check.service.is_some()),
+        ("docker_socket", check.docker_socket.is_some()),
+        ("unit", check.unit.is_some()),
+        ("socket", check.socket.is_some()),
+        ("mount_point", check.mount_point.is_some()),
+        ("queue_directory", check.queue_directory.is_some()),
+        ("max_messages", check.max_messages.is_some()),
+    ];
+    let used = keys_of_kind(kind);
+    for (name, is_set) in set {
+        if is_set && !used.contains(&name) {
+            c.push(
+                key(name),
+                format!(
+                    "not used by kind \"{}\" (it takes: {})",
+                    kind.as_str(),
+                    if used.is_empty() {
+                        "no kind-specific key".to_string()
+                    } else {
+                        used.join(", ")
+                    }
+                ),
+            );
+        }
+    }
+
+    // Required keys.
+    let needs_address = matches!(
+        kind,
+        CheckKind::Tcp
+            | CheckKind::Smtp
+            | CheckKind::Imap
+            | CheckKind::Pop3
+            | CheckKind::Http
+            | CheckKind::Https
+    );
+    if needs_address && check.address.is_none() {
+        c.push(
+            key("address"),
+            format!(
+                "missing: kind \"{}\" needs the `host:port` to probe",
+                kind.as_str()
+            ),
+        );
+    }
+    match kind {
+        CheckKind::Docker => match (&check.container, &check.compose_project, &check.service) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            (Some(_), _, _) => c.push(
+                key("container"),
+                "give either `container` or `compose_project` + `service`, not both",
+            ),
+            (None, Some(_), None) => c.push(
+                key("service"),
+                "missing: `compose_project` needs `service` (the compose service name)",
+            ),
+            (None, None, Some(_)) => c.push(
+                key("compose_project"),
+                "missing: `service` needs `compose_project` (the compose project name)",
+            ),
+            (None, None, None) => c.push(
+                key("container"),
+                "missing: kind \"docker\" needs `container`, or `compose_project` and `service`",
+            ),
+        },
+        CheckKind::Systemd if check.unit.is_none() => c.push(
+            key("unit"),
+            "missing: kind \"systemd\" needs the unit, e.g. `postfix.service`",
+        ),
+        CheckKind::Mariadb => {
+            match (check.address.is_some(), check.socket.is_some()) {
+                (false, false) => c.push(
+                    key("address"),
+                    "missing: kind \"mariadb\" needs `address` (host:port) or `socket`",
+                ),
+                (true, true) => {
+                    c.push(key("socket"), "give either `address` or `socket`, not both")
+                }
+                _ => {}
+            }
+            if check.user.is_none() {
+                c.push(
+                    key("user"),
+                    "missing: kind \"mariadb\" needs the `user` to log in as",
+                );
+            }
+        }
+        CheckKind::Mount if check.mount_point.is_none() => c.push(
+            key("mount_point"),
+            "missing: kind \"mount\" needs the directory that must be mounted",
+        ),
+        CheckKind::PostfixQueue if check.max_messages.is_none() => c.push(
+            key("max_messages"),
+            "missing: kind \"postfix_queue\" needs the most queued messages that still pass",
+        ),
+        _ => {}
+    }
+
+    // TLS.
+    if check.tls == Some(true) && check.starttls == Some(true) {
+        c.push(
+            key("starttls"),
+            "give either `tls` (TLS from the first byte) or `starttls`, not both",
+        );
+    }
+    let mail_kind = matches!(kind, CheckKind::Smtp | CheckKind::Imap | CheckKind::Pop3);
+    let uses_tls = kind == CheckKind::Https
+        || (mail_kind && (check.tls == Some(true) || check.starttls == Some(true)));
+    if mail_kind && !uses_tls {
+        for (name, is_set) in [
+            ("tls_verify", check.tls_verify.is_some()),
+            ("tls_ca_file", check.tls_ca_file.is_some()),
+            ("server_name", check.server_name.is_some()),
+        ] {
+            if is_set {
+                c.push(
+                    key(name),
+                    "has no effect without `tls = true` or `starttls = true`",
+                );
+            }
+        }
+    }
+    if check.tls_verify == Some(false) && check.tls_ca_file.is_some() {
+        c.push(
+            key("tls_ca_file"),
+            "has no effect with `tls_verify = false` (no certificate is verified)",
+        );
+    }
+    if let Some(path) = &check.tls_ca_file {
+        require_absolute(c, key("tls_ca_file"), path);
+    }
+    if let Some(name) = &check.server_name {
+        if let Err(error) = check_host_name(name) {
+            c.push(key("server_name"), error);
+        }
+    }
+
+    // SMTP.
+    if let Some(name) = &check.ehlo_name {
+        if let Err(error) = check_host_name(name) {
+            c.push(key("ehlo_name"), error);
+        }
+    }
+    if let Some(rcpt) = &check.test_rcpt {
+        if let Err(error) = check_mailbox(rcpt) {
+            c.push(key("test_rcpt"), error);
+        }
+    }
+    if let Some(from) = &check.test_from {
+        if check.test_rcpt.is_none() {
+            c.push(
+                key("test_from"),
+                "has no effect without `test_rcpt` (no test message is sent)",
+            );
+        }
+        // The empty sender is the null reverse-path `<>`.
+        if !from.is_empty() {
+            if let Err(error) = check_mailbox(from) {
+                c.push(key("test_from"), error);
+            }
+        }
+    }
+
+    // Logins.
+    if let Some(user) = &check.user {
+        if user.is_empty() {
+            c.push(key("user"), "must not be empty");
+        } else if let Some(bad) = user.chars().find(|ch| ch.is_control()) {
+            c.push(
+                key("user"),
+                format!("must not contain control characters (found {bad:?})"),
+            );
+        } else if kind == CheckKind::Pop3 && user.contains(' ') {
+            c.push(key("user"), "a POP3 USER name cannot contain spaces");
+        }
+    }
+    if let Some(password) = &check.password {
+        // The password is never quoted back, only what is wrong with it.
+        if password.expose().chars().any(|ch| ch.is_control()) {
+            c.push(
+                key("password"),
+                "must not contain control characters (line breaks would end the command)",
+            );
+        }
+    }
+    if check.password.is_some() && check.password_file.is_some() {
+        c.push(
+            key("password_file"),
+            "give either `password` or `password_file`, not both",
+        );
+    }
+    if let Some(path) = &check.password_file {
+        require_absolute(c, key("password_file"), path);
+    }
+    let has_password = check.password.is_some() || check.password_file.is_some();
+    if matches!(kind, CheckKind::Imap | CheckKind::Pop3) {
+        if check.user.is_some() && !has_password {
+            c.push(
+                key("user"),
+                "a login needs `password` or `password_file` too",
+            );
+        }
+        if check.user.is_none() && has_password {
+            c.push(
+                key("user"),
+                "missing: a password is given but no `user` to log in as",
+            );
+        }
+    }
+
+    // HTTP.
+    if let Some(path) = &check.path {
+        if !path.starts_with('/') {
+            c.push(key("path"), format!("must start with `/` (got {path:?})"));
+        } else if path.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            c.push(
+                key("path"),
+                "must not contain spaces or control characters (percent-encode them)",
+            );
+        }
+    }
+    if let Some(status) = check.expect_status {
+        if !(100..=599).contains(&status) {
+            c.push(
+                key("expect_status"),
+                format!("must be an HTTP status from 100 to 599 (got {status})"),
+            );
+        }
+    }
+    if check.expect_body.as_deref() == Some("") {
+        c.push(
+            key("expect_body"),
+            "must not be empty (leave it out to accept any body)",
+        );
+    }
+
+    // Docker.
+    for (name, value) in [
+        ("container", &check.container),
+        ("compose_project", &check.compose_project),
+        ("service", &check.service),
+    ] {
+        if let Some(value) = value {
+            if let Err(error) = check_docker_name(value) {
+                c.push(key(name), error);
+            }
+        }
+    }
+    if let Some(path) = &check.docker_socket {
+        require_absolute(c, key("docker_socket"), path);
+    }
+
+    // systemd.
+    if let Some(unit) = &check.unit {
+        if let Err(error) = check_unit_name(unit) {
+            c.push(key("unit"), error);
+        }
+    }
+
+    // Paths.
+    for (name, path) in [
+        ("socket", &check.socket),
+        ("mount_point", &check.mount_point),
+        ("queue_directory", &check.queue_directory),
+    ] {
+        if let Some(path) = path {
+            require_absolute(c, key(name), path);
+        }
+    }
+}
+
+/// The kind-specific keys `kind` reads.
+fn keys_of_kind(kind: CheckKind) -> &'static [&'static str] {
+    const TLS: [&str; 5] = [
+        "tls",
+        "starttls",
+        "tls_verify",
+        "tls_ca_file",
+        "server_name",
+    ];
+    match kind {
+        CheckKind::Tcp => &["address"],
+        CheckKind::Smtp => &[
+            "address",
+            "ehlo_name",
+            TLS[0],
+            TLS[1],
+            TLS[2],
+            TLS[3],
+            TLS[4],
+            "test_rcpt",
+            "test_from",
+        ],
+        CheckKind::Imap | CheckKind::Pop3 => &[
+            "address",
+            TLS[0],
+            TLS[1],
+            TLS[2],
+            TLS[3],
+            TLS[4],
+            "user",
+            "password",
+            "password_file",
+        ],
+        CheckKind::Http => &[
+            "address",
+            "server_name",
+            "path",
+            "expect_status",
+            "expect_body",
+        ],
+        CheckKind::Https => &[
+            "address",
+            "server_name",
+            "path",
+            "expect_status",
+            "expect_body",
+            "tls_verify",
+            "tls_ca_file",
+        ],
+        CheckKind::Docker => &["container", "compose_project", "service", "docker_socket"],
+        CheckKind::Systemd => &["unit"],
+        CheckKind::Mariadb => &["address", "socket", "user", "password", "password_file"],
+        CheckKind::Mount => &["mount_point"],
+        CheckKind::PostfixQueue => &["queue_directory", "max_messages"],
+    }
+}
+
+fn require_absolute(c: &mut Collector<'_>, key: String, path: &Path) {
+    if !path.is_absolute() {
+        c.push(
+            key,
+            format!("must be an absolute path (got {})", path.display()),
+        );
+    }
+}
+
+/// A DNS name or an IP address (a TLS server name, an EHLO name).
+fn check_host_name(name: &str) -> Result<(), String> {
+    if name.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a host name or IP address"))
+    }
+}
+
+/// `local@domain` as SMTP takes it between angle brackets.
+fn check_mailbox(address: &str) -> Result<(), String> {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Err(format!("`{address}` is not a mail address (local@domain)"));
+    };
+    let printable = |text: &str| {
+        text.chars()
+            .all(|ch| ch.is_ascii_graphic() && !matches!(ch, '<' | '>'))
+    };
+    if local.is_empty() || !printable(local) {
+        return Err(format!(
+            "`{address}` is not a mail address (local@domain, printable ASCII without spaces or <>)"
+        ));
+    }
+    // A domain literal `[192.0.2.1]` is valid SMTP; a name otherwise.
+    let literal = domain.starts_with('[') && domain.ends_with(']');
+    if !literal && check_host_name(domain).is_err() {
+        return Err(format!("`{address}`: `{domain}` is not a domain"));
+    }
+    Ok(())
+}
+
+/// A container name or id, a compose project or a compose service name.
+fn check_docker_name(name: &str) -> Result<(), String> {
+    let name_chars = |ch: char| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-');
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|ch| ch.is_ascii_alphanumeric());
+    if first_ok && name.chars().all(name_chars) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a Docker name (letters, digits, `_.-`, starting with a letter or digit)"
+        ))
+    }
+}
+
+/// A unit name `systemctl` will take as a name, never as an option.
+fn check_unit_name(unit: &str) -> Result<(), String> {
+    let unit_chars =
+        |ch: char| ch.is_ascii_alphanumeric() || matches!(ch, ':' | '-' | '_' | '.' | '@' | '\\');
+    if unit.is_empty() || unit.starts_with('-') || !unit.chars().all(unit_chars) {
+        Err(format!(
+            "`{unit}` is not a systemd unit name (letters, digits, `:-_.@\\`, not starting with `-`)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid config without checks; the cases append `[[checks]]`.
+    const BASE: &str = r#"[node]
+name = "n1"
+data_dir = "/var/lib/mailherd"
+
+[cluster]
+name = "mail"
+
+[[members]]
+name = "n1"
+id = 1
+peer = "192.0.2.11:7400"
+api = "192.0.2.11:7401"
+
+[[members]]
+name = "n2"
+id = 2
+peer = "192.0.2.12:7400"
+api = "192.0.2.12:7401"
+
+[[members]]
+name = "n3"
+id = 3
+peer = "192.0.2.13:7400"
+api = "192.0.2.13:7401"
+
+[api]
+listen = "0.0.0.0:7401"
+peer_listen = "0.0.0.0:7400"
+"#;
+
+    fn parse_checks(checks: &str) -> Result<Config, Problems> {
+        Config::parse(Path::new("node.toml"), &format!("{BASE}{checks}"))
+    }
+
+    /// `checks` (appended to [`BASE`]) must be refused with a problem about
+    /// `key` on line `line` of `checks` (1-based) whose message contains
+    /// `needle`, rendered `node.toml:LINE: KEY: MESSAGE`.
+    fn refused(checks: &str, line: usize, key: &str, needle: &str) {
+        let problems = parse_checks(checks).expect_err("the check must be refused");
+        let found = problems
+            .0
+            .iter()
+            .find(|p| p.key == key)
+            .unwrap_or_else(|| panic!("no problem for {key} in:\n{checks}\ngot:\n{problems}"));
+        let line = BASE.lines().count() + line;
+        assert_eq!(found.line, Some(line), "line of {key}; got:\n{problems}");
+        assert!(
+            found.message.contains(needle),
+            "message {:?} lacks {needle:?}",
+            found.message
+        );
+        assert!(found
+            .to_string()
+            .starts_with(&format!("node.toml:{line}: {key}: ")));
+    }
+
+    #[test]
+    fn the_base_is_valid() {
+        parse_checks("").unwrap_or_else(|p| panic!("{p}"));
+    }
+
+    #[test]
+    fn one_check_of_every_kind_is_valid() {
+        let config = parse_checks(
+            r#"
+[[checks]]
+name = "tcp"
+kind = "tcp"
+address = "127.0.0.1:4190"
+
+[[checks]]
+name = "smtp"
+kind = "smtp"
+address = "127.0.0.1:25"
+ehlo_name = "n1.example.org"
+starttls = true
+tls_verify = false
+test_rcpt = "probe@example.org"
+test_from = ""
+
+[[checks]]
+name = "submissions"
+kind = "smtp"
+address = "127.0.0.1:465"
+tls = true
+tls_ca_file = "/etc/mailherd/ca.pem"
+server_name = "mail.example.org"
+
+[[checks]]
+name = "imap"
+kind = "imap"
+address = "127.0.0.1:143"
+starttls = true
+user = "probe@example.org"
+password_file = "/etc/mailherd/probe.password"
+
+[[checks]]
+name = "pop3s"
+kind = "pop3"
+address = "127.0.0.1:995"
+tls = true
+user = "probe@example.org"
+password = "secret"
+critical = false
+
+[[checks]]
+name = "webmail"
+kind = "https"
+address = "127.0.0.1:443"
+server_name = "mail.example.org"
+path = "/SOGo/"
+expect_status = 200
+expect_body = "SOGo"
+tls_verify = false
+
+[[checks]]
+name = "api"
+kind = "http"
+address = "127.0.0.1:8080"
+
+[[checks]]
+name = "postfix-container"
+kind = "docker"
+compose_project = "mailcowdockerized"
+service = "postfix-mailcow"
+
+[[checks]]
+name = "dovecot-container"
+kind = "docker"
+container = "mailcowdockerized-dovecot-mailcow-1"
+docker_socket = "/run/docker.sock"
+
+[[checks]]
+name = "postfix-unit"
+kind = "systemd"
+unit = "postfix@-.service"
+
+[[checks]]
+name = "db"
+kind = "mariadb"
+address = "127.0.0.1:13306"
+user = "probe"
+password_file = "/etc/mailherd/db.password"
+
+[[checks]]
+name = "db-socket"
+kind = "mariadb"
+socket = "/run/mysqld/mysqld.sock"
+user = "root"
+
+[[checks]]
+name = "mail-volume"
+kind = "mount"
+mount_point = "/srv/mail"
+
+[[checks]]
+name = "queue"
+kind = "postfix_queue"
+max_messages = 1000
+queue_directory = "/srv/mail/postfix"
+"#,
+        )
+        .unwrap_or_else(|p| panic!("{p}"));
+        assert_eq!(config.checks.len(), 14);
+        assert_eq!(config.checks[13].kind, CheckKind::PostfixQueue);
+        assert!(config.checks[0].critical, "critical defaults to true");
+        assert!(!config.checks[4].critical);
+        assert!(!config.checks[1].verifies_tls() && config.checks[2].verifies_tls());
+    }
+
+    #[test]
+    fn required_keys_are_named_at_the_check() {
+        // A missing key is reported on the line of its `[[checks]]` header.
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"smtp\"\n",
+            1,
+            "checks[0].address",
+            "needs the `host:port`",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"docker\"\n",
+            1,
+            "checks[0].container",
+            "needs `container`, or `compose_project` and `service`",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"docker\"\ncompose_project = \"mailcow\"\n",
+            1,
+            "checks[0].service",
+            "`compose_project` needs `service`",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"docker\"\nservice = \"postfix\"\n",
+            1,
+            "checks[0].compose_project",
+            "`service` needs `compose_project`",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"systemd\"\n",
+            1,
+            "checks[0].unit",
+            "needs the unit",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"mariadb\"\nuser = \"root\"\n",
+            1,
+            "checks[0].address",
+            "`address` (host:port) or `socket`",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"mariadb\"\naddress = \"127.0.0.1:3306\"\n",
+            1,
+            "checks[0].user",
+            "needs the `user`",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"mount\"\n",
+            1,
+            "checks[0].mount_point",
+            "needs the directory",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"postfix_queue\"\n",
+            1,
+            "checks[0].max_messages",
+            "needs the most queued messages",
+        );
+    }
+
+    #[test]
+    fn keys_of_another_kind_are_refused() {
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"imap\"\naddress = \"127.0.0.1:143\"\ntest_rcpt = \"a@b.org\"\n",
+            5,
+            "checks[0].test_rcpt",
+            "not used by kind \"imap\"",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"docker\"\ncontainer = \"x\"\naddress = \"127.0.0.1:1\"\n",
+            5,
+            "checks[0].address",
+            "not used by kind \"docker\" (it takes: container, compose_project, service, docker_socket)",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"http\"\naddress = \"127.0.0.1:80\"\ntls_verify = false\n",
+            5,
+            "checks[0].tls_verify",
+            "not used by kind \"http\"",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"tcp\"\naddress = \"127.0.0.1:80\"\nehlo_name = \"x.org\"\n",
+            5,
+            "checks[0].ehlo_name",
+            "not used by kind \"tcp\"",
+        );
+    }
+
+    #[test]
+    fn contradicting_keys_are_refused() {
+        let smtp = "[[checks]]\nname = \"c\"\nkind = \"smtp\"\naddress = \"127.0.0.1:25\"\n";
+        refused(
+            &format!("{smtp}tls = true\nstarttls = true\n"),
+            6,
+            "checks[0].starttls",
+            "either `tls`",
+        );
+        refused(
+            &format!("{smtp}tls_verify = false\n"),
+            5,
+            "checks[0].tls_verify",
+            "no effect without `tls = true` or `starttls = true`",
+        );
+        refused(
+            &format!("{smtp}starttls = true\ntls_verify = false\ntls_ca_file = \"/ca.pem\"\n"),
+            7,
+            "checks[0].tls_ca_file",
+            "no effect with `tls_verify = false`",
+        );
+        refused(
+            &format!("{smtp}server_name = \"mail.example.org\"\n"),
+            5,
+            "checks[0].server_name",
+            "no effect without `tls = true` or `starttls = true`",
+        );
+        refused(
+            &format!("{smtp}test_from = \"a@b.org\"\n"),
+            5,
+            "checks[0].test_from",
+            "no effect without `test_rcpt`",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"docker\"\ncontainer = \"x\"\ncompose_project = \"p\"\nservice = \"s\"\n",
+            4,
+            "checks[0].container",
+            "not both",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"mariadb\"\nuser = \"u\"\naddress = \"127.0.0.1:3306\"\nsocket = \"/run/mysqld/mysqld.sock\"\n",
+            6,
+            "checks[0].socket",
+            "not both",
+        );
+        let imap = "[[checks]]\nname = \"c\"\nkind = \"imap\"\naddress = \"127.0.0.1:143\"\n";
+        refused(
+            &format!("{imap}user = \"u\"\npassword = \"p\"\npassword_file = \"/p\"\n"),
+            7,
+            "checks[0].password_file",
+            "not both",
+        );
+        refused(
+            &format!("{imap}user = \"u\"\n"),
+            5,
+            "checks[0].user",
+            "needs `password` or `password_file`",
+        );
+        refused(
+            &format!("{imap}password = \"p\"\n"),
+            1,
+            "checks[0].user",
+            "no `user`",
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let smtp = "[[checks]]\nname = \"c\"\nkind = \"smtp\"\naddress = \"127.0.0.1:25\"\n";
+        refused(
+            &format!("{smtp}test_rcpt = \"probe\"\n"),
+            5,
+            "checks[0].test_rcpt",
+            "not a mail address",
+        );
+        refused(
+            &format!("{smtp}test_rcpt = \"pro be@example.org\"\n"),
+            5,
+            "checks[0].test_rcpt",
+            "printable ASCII",
+        );
+        refused(
+            &format!("{smtp}test_rcpt = \"a@b.org\"\ntest_from = \"x@-bad-\"\n"),
+            6,
+            "checks[0].test_from",
+            "is not a domain",
+        );
+        refused(
+            &format!("{smtp}ehlo_name = \"my host\"\n"),
+            5,
+            "checks[0].ehlo_name",
+            "not a host name",
+        );
+        refused(
+            &format!("{smtp}starttls = true\nserver_name = \"\"\n"),
+            6,
+            "checks[0].server_name",
+            "not a host name",
+        );
+        refused(
+            &format!("{smtp}starttls = true\ntls_ca_file = \"ca.pem\"\n"),
+            6,
+            "checks[0].tls_ca_file",
+            "absolute path",
+        );
+        let http = "[[checks]]\nname = \"c\"\nkind = \"http\"\naddress = \"127.0.0.1:80\"\n";
+        refused(
+            &format!("{http}path = \"status\"\n"),
+            5,
+            "checks[0].path",
+            "must start with `/`",
+        );
+        refused(
+            &format!("{http}path = \"/a b\"\n"),
+            5,
+            "checks[0].path",
+            "percent-encode",
+        );
+        refused(
+            &format!("{http}expect_status = 99\n"),
+            5,
+            "checks[0].expect_status",
+            "from 100 to 599 (got 99)",
+        );
+        refused(
+            &format!("{http}expect_body = \"\"\n"),
+            5,
+            "checks[0].expect_body",
+            "must not be empty",
+        );
+        let imap = "[[checks]]\nname = \"c\"\nkind = \"imap\"\naddress = \"127.0.0.1:143\"\n";
+        refused(
+            &format!("{imap}user = \"\"\npassword = \"p\"\n"),
+            5,
+            "checks[0].user",
+            "must not be empty",
+        );
+        refused(
+            &format!("{imap}user = \"u\"\npassword = \"p\\r\\nA2 DELETE INBOX\"\n"),
+            6,
+            "checks[0].password",
+            "control characters",
+        );
+        refused(
+            &format!("{imap}user = \"u\"\npassword_file = \"probe.password\"\n"),
+            6,
+            "checks[0].password_file",
+            "absolute path",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"pop3\"\naddress = \"127.0.0.1:110\"\nuser = \"a b\"\npassword = \"p\"\n",
+            5,
+            "checks[0].user",
+            "cannot contain spaces",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"docker\"\ncontainer = \"-rm\"\n",
+            4,
+            "checks[0].container",
+            "not a Docker name",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"docker\"\ncontainer = \"x\"\ndocker_socket = \"docker.sock\"\n",
+            5,
+            "checks[0].docker_socket",
+            "absolute path",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"systemd\"\nunit = \"--all\"\n",
+            4,
+            "checks[0].unit",
+            "not a systemd unit name",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"systemd\"\nunit = \"post fix\"\n",
+            4,
+            "checks[0].unit",
+            "not a systemd unit name",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"mariadb\"\nuser = \"u\"\nsocket = \"mysqld.sock\"\n",
+            5,
+            "checks[0].socket",
+            "absolute path",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"mount\"\nmount_point = \"srv/mail\"\n",
+            4,
+            "checks[0].mount_point",
+            "absolute path",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"postfix_queue\"\nmax_messages = 10\nqueue_directory = \"spool\"\n",
+            5,
+            "checks[0].queue_directory",
+            "absolute path",
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_kinds_are_parse_errors_with_the_key() {
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"postfix_queue\"\nmax_messages = -1\n",
+            4,
+            "checks[0].max_messages",
+            "",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"smtps\"\naddress = \"127.0.0.1:465\"\n",
+            3,
+            "checks[0].kind",
+            "unknown variant `smtps`",
+        );
+        refused(
+            "[[checks]]\nname = \"c\"\nkind = \"smtp\"\naddress = \"127.0.0.1:25\"\nstarttls = \"yes\"\n",
+            5,
+            "checks[0].starttls",
+            "",
+        );
+    }
+
+    #[test]
+    fn a_password_is_not_shown_by_debug() {
+        let config = parse_checks(
+            "[[checks]]\nname = \"c\"\nkind = \"imap\"\naddress = \"127.0.0.1:143\"\nuser = \"u\"\npassword = \"hunter2\"\n",
+        )
+        .unwrap_or_else(|p| panic!("{p}"));
+        let check = &config.checks[0];
+        assert!(!format!("{check:?}").contains("hunter2"));
+        assert_eq!(check.read_password().unwrap().unwrap().expose(), "hunter2");
+        // It survives a round trip through TOML (the lab writes configs).
+        let again = Config::parse(Path::new("again.toml"), &config.to_toml()).unwrap();
+        assert_eq!(again.checks[0].password, check.password);
+    }
+
+    #[test]
+    fn a_password_file_is_read_without_its_line_ending() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let mut check = CheckSection::new("c", CheckKind::Imap);
+        check.password_file = Some(file);
+        assert_eq!(check.read_password().unwrap().unwrap().expose(), "s3cret");
+        check.password_file = Some(dir.path().join("absent"));
+        let error = check.read_password().unwrap_err().to_string();
+        assert!(error.contains("absent"), "{error}");
+    }
 }

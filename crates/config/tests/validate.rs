@@ -160,3 +160,70 @@ fn tls_paths_must_be_absolute_and_complete() {
     assert_eq!(problems.0[0].line, Some(base_lines + 2), "{problems}");
     assert!(problems.0[0].message.contains("missing"), "{problems}");
 }
+
+/// The problem about `key` when `section` is appended to the example.
+fn watchdog_problem(section: &str, key: &str) -> (usize, String) {
+    let problems = parse(&format!("{EXAMPLE}{section}")).unwrap_err();
+    let found = problems
+        .0
+        .iter()
+        .find(|p| p.key == key)
+        .unwrap_or_else(|| panic!("no problem for {key}; got:\n{problems}"));
+    (found.line.unwrap(), found.message.clone())
+}
+
+#[test]
+fn the_watchdog_is_automatic_by_default_and_its_timeout_follows_the_lease() {
+    let config = parse(EXAMPLE).unwrap();
+    assert_eq!(
+        config.watchdog.mode,
+        mailherd_config::WatchdogMode::Automatic
+    );
+    let lease = config.cluster.timing().lease;
+    // The fast profile's 500 ms lease is too short for whole seconds: in
+    // automatic mode that only means the device is not used.
+    assert!(config.watchdog.timeout_ms(&lease).is_err());
+
+    let socket = "\n[watchdog]\ndriver = \"socket\"\npath = \"/run/wd.sock\"\n";
+    let config = parse(&format!("{EXAMPLE}{socket}")).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(config.watchdog.timeout_ms(&lease), Ok(300));
+
+    let safe = EXAMPLE.replacen("timing = \"fast\"", "timing = \"safe\"", 1);
+    let required = "\n[watchdog]\nmode = \"required\"\n";
+    let config = parse(&format!("{safe}{required}")).unwrap_or_else(|p| panic!("{p}"));
+    // Lease 3000 ms, renewals every 600 ms: 1800 ms, rounded down to 1 s.
+    assert_eq!(
+        config.watchdog.timeout_ms(&config.cluster.timing().lease),
+        Ok(1_000)
+    );
+}
+
+#[test]
+fn a_watchdog_that_cannot_protect_the_lease_is_refused() {
+    let base_lines = EXAMPLE.lines().count();
+    let (line, message) = watchdog_problem("\n[watchdog]\nmode = \"required\"\n", "watchdog.mode");
+    assert_eq!(line, base_lines + 3);
+    assert!(message.contains("whole seconds"), "{message}");
+
+    let (line, message) = watchdog_problem(
+        "\n[watchdog]\ndriver = \"socket\"\npath = \"/run/wd.sock\"\ntimeout_ms = 450\n",
+        "watchdog.timeout_ms",
+    );
+    assert_eq!(line, base_lines + 5);
+    assert!(message.contains("at most"), "{message}");
+
+    let (_, message) = watchdog_problem(
+        "\n[watchdog]\ndriver = \"socket\"\npath = \"/run/wd.sock\"\ntimeout_ms = 100\n",
+        "watchdog.timeout_ms",
+    );
+    assert!(message.contains("short stall"), "{message}");
+
+    let (_, message) = watchdog_problem("\n[watchdog]\npath = \"wd\"\n", "watchdog.path");
+    assert!(message.contains("absolute"), "{message}");
+
+    // Off means off: nothing is checked.
+    parse(&format!(
+        "{EXAMPLE}\n[watchdog]\nmode = \"off\"\ntimeout_ms = 7\n"
+    ))
+    .unwrap();
+}

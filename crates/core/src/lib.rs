@@ -14,6 +14,8 @@
 //!   demote, release, self-fence before the lease runs out.
 //! - [`checks`]: rise/fall counters and the Operational/Degraded/Down verdict.
 //! - [`pipeline`]: records of promotion and demotion steps.
+//! - [`watchdog`]: when the master arms and pets its watchdog, so that a
+//!   killed or frozen agent's node is reset before its lease ends.
 //! - [`sim`]: a simulated cluster (decider + holders + a lossy log) used by the
 //!   property tests to check "never two holders".
 
@@ -23,6 +25,7 @@ pub mod holder;
 pub mod lease;
 pub mod pipeline;
 pub mod state;
+pub mod watchdog;
 
 #[cfg(test)]
 mod sim;

@@ -22,6 +22,8 @@
 //! - [`services`]: the [`Services`] trait and its drivers
 //!   ([`services::command`]), with bounded command runs
 //!   ([`services::process`]);
+//! - [`watchdog`]: the [`Watchdog`] trait and its drivers
+//!   ([`watchdog::device`], [`watchdog::socket`]);
 //! - [`suite`]: the shared test suite of each trait, which every driver of
 //!   that kind passes (run by the tests under `tests/`).
 
@@ -30,8 +32,10 @@ pub mod floating_ip;
 pub mod services;
 pub mod suite;
 pub mod volume;
+pub mod watchdog;
 
 pub use error::DriverError;
 pub use floating_ip::{floating_ip_from_config, FloatingIp};
 pub use services::{services_from_config, Services};
 pub use volume::{volume_from_config, Volume};
+pub use watchdog::{watchdog_from_config, Watchdog};

@@ -9,7 +9,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use anyhow::{Context, Result};
 use mailherd_config::{
     ApiSection, ClusterSection, Config, FloatingIpDriver, FloatingIpSection, Member, MemberRole,
-    NodeSection, TimingProfile, TlsSection, VolumeDriver, VolumeSection,
+    NodeSection, TimingProfile, TlsSection, VolumeDriver, VolumeSection, WatchdogDriver,
+    WatchdogMode, WatchdogSection,
 };
 
 use crate::state::{LabState, NodeState};
@@ -69,8 +70,20 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         // The whole lab runs its peer channel over mTLS; `up` makes the
         // files (crate::commands::up::write_tls_files).
         tls: Some(tls_section(state, node)),
+        watchdog: WatchdogSection {
+            mode: WatchdogMode::Off,
+            ..WatchdogSection::default()
+        },
     };
     if node.is_mail() {
+        // The node's init is the watchdog (crate::node::watchdog): it powers
+        // the node off when the agent stops petting while master.
+        config.watchdog = WatchdogSection {
+            mode: WatchdogMode::Required,
+            driver: WatchdogDriver::Socket,
+            path: crate::watchdog::socket_path(&node.dir),
+            timeout_ms: None,
+        };
         config.floating_ip = Some(FloatingIpSection {
             driver: FloatingIpDriver::Local,
             address: format!("{}/{}", state.floating_ip, state.prefix_len),

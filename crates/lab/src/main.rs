@@ -37,6 +37,7 @@ mod stack;
 mod state;
 mod topology;
 mod volume;
+mod watchdog;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -94,8 +95,18 @@ enum Command {
         node: String,
         #[arg(long, value_enum)]
         mode: FailMode,
+        /// With `--mode partition`: cut only the traffic with these peers
+        /// (comma-separated names, or `peers` for all of them); clients
+        /// still reach the node.
+        #[arg(long, value_delimiter = ',')]
+        from: Vec<String>,
+        /// With `--from`: drop only what arrives from those peers (an
+        /// asymmetric partition).
+        #[arg(long)]
+        one_way: bool,
     },
-    /// Undo injected faults: boot powered-off nodes, reattach partitioned ones.
+    /// Undo injected faults: boot powered-off nodes, reattach partitioned ones,
+    /// continue frozen agents.
     Heal {
         /// Only this node (default: all nodes).
         node: Option<String>,
@@ -214,7 +225,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             keep_on_failure,
         }),
         Command::Status { json } => commands::status::run(json),
-        Command::Fail { node, mode } => commands::fault::fail(&node, mode),
+        Command::Fail {
+            node,
+            mode,
+            from,
+            one_way,
+        } => commands::fault::fail(&node, mode, commands::fault::Cut { from, one_way }),
         Command::Heal { node } => commands::fault::heal(node.as_deref()),
         Command::Down => commands::down::run(),
         Command::Probe { timeout_ms } => commands::client::probe(ms(timeout_ms)),

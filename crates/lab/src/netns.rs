@@ -173,6 +173,33 @@ pub fn attach_to_bridge(switch_veth: &str) -> Result<()> {
     Ok(())
 }
 
+/// Drops, inside namespace `name`, the packets exchanged with `peers`
+/// (only those arriving from them with `one_way`). The lab owns the
+/// namespace's firewall: nothing else puts rules there.
+pub fn drop_traffic(name: &str, peers: &[String], one_way: bool) -> Result<()> {
+    for peer in peers {
+        iptables(name, &["-A", "INPUT", "-s", peer, "-j", "DROP"])?;
+        if !one_way {
+            iptables(name, &["-A", "OUTPUT", "-d", peer, "-j", "DROP"])?;
+        }
+    }
+    Ok(())
+}
+
+/// Undoes [`drop_traffic`].
+pub fn allow_all_traffic(name: &str) -> Result<()> {
+    iptables(name, &["-F", "INPUT"])?;
+    iptables(name, &["-F", "OUTPUT"])?;
+    Ok(())
+}
+
+fn iptables(name: &str, args: &[&str]) -> Result<()> {
+    let mut all = vec!["netns", "exec", name, "iptables", "-w"];
+    all.extend_from_slice(args);
+    crate::host::run("ip", &all)?;
+    Ok(())
+}
+
 /// The IPv4 addresses on `eth0` inside namespace `name`.
 pub fn interface_addresses(name: &str) -> Result<Vec<Ipv4Addr>> {
     let output = ip(&[

@@ -237,6 +237,10 @@ pub fn node_init(init: NodeInit) -> Result<()> {
     }
     log(&init.node, "booting");
     make_private_mounts(&init)?;
+    // Only mail nodes hold the role, so only they arm a watchdog.
+    if init.stack.is_some() {
+        crate::watchdog::start(&init.node, &init.dir)?;
+    }
     let mut agent = spawn_agent(&init);
     loop {
         match waitpid(None::<Pid>, None) {
@@ -266,7 +270,7 @@ pub fn node_init(init: NodeInit) -> Result<()> {
     }
 }
 
-fn log(node: &str, message: &str) {
+pub(crate) fn log(node: &str, message: &str) {
     eprintln!(
         "{} node-init[{node}]: {message}",
         crate::probe::wall_clock()
@@ -360,7 +364,11 @@ fn spawn_agent(init: &NodeInit) -> Option<Pid> {
                 .arg("agent")
                 .arg("--config")
                 .arg(&init.config)
-                .env("RUST_LOG", "info,openraft=error")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("MAILHERD_LAB_AGENT_LOG")
+                        .unwrap_or_else(|_| "info,openraft=error".into()),
+                )
                 // The log is a file: no terminal colour codes in it.
                 .env("NO_COLOR", "1")
                 .current_dir(&init.dir)

@@ -74,15 +74,14 @@ pub fn services_section(state: &LabState, node: &NodeState) -> ServicesSection {
 pub fn checks(stack: Stack) -> Vec<CheckSection> {
     let local = |port| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
     let check = |name: &str, kind, port| CheckSection {
-        name: name.to_string(),
-        kind,
-        address: local(port),
+        address: Some(local(port)),
         interval_ms: 200,
         timeout_ms: 500,
         fall: 2,
         rise: 1,
         critical: true,
         ehlo_name: (kind == CheckKind::Smtp).then(|| "check.lab.test".to_string()),
+        ..CheckSection::new(name, kind)
     };
     let mut checks = vec![check("smtp", CheckKind::Smtp, SMTP_PORT)];
     if stack == Stack::Mail {

@@ -96,6 +96,15 @@ pub struct NodeState {
     pub powered_off: bool,
     /// Set by `fail --mode partition`, cleared by `heal`.
     pub partitioned: bool,
+    /// Set by `fail --mode partition --from ...`: the peers whose traffic
+    /// this node drops (only what arrives, with `one_way`).
+    #[serde(default)]
+    pub cut_from: Vec<String>,
+    #[serde(default)]
+    pub cut_one_way: bool,
+    /// Set by `fail --mode agent-freeze`: the stopped agent's host PID.
+    #[serde(default)]
+    pub frozen_agent: Option<i32>,
 }
 
 impl NodeState {
@@ -114,6 +123,9 @@ impl NodeState {
             peer: plan.peer(),
             powered_off: false,
             partitioned: false,
+            cut_from: Vec::new(),
+            cut_one_way: false,
+            frozen_agent: None,
         }
     }
 

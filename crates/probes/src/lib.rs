@@ -1,38 +1,60 @@
 //! Health probes of the mail stack: one attempt per call, never longer than
 //! the check's timeout, always answering with a [`ProbeResult`] (a probe
-//! that cannot reach the service is a failed probe, not an error).
+//! that cannot reach the service is a failed probe, not an error; a probe
+//! that hangs or panics is one too).
 //!
 //! Counting successes and failures into rise/fall verdicts is not done
 //! here: it belongs to the pure core, which gets these results as events.
 //!
 //! # Layout
-//! - this file: [`ProbeResult`], [`probe`] and the per-kind dialogues
-//!   (`tcp`: connect; `smtp`: banner, EHLO, QUIT; `imap`: greeting,
-//!   LOGOUT);
-//! - `Conversation`: a line-oriented connection whose every read is bounded
-//!   by the probe's deadline and by a maximum line length.
+//! - this file: [`ProbeResult`], [`probe`] (the one entry point: it runs
+//!   the check's kind under the deadline), `tcp` (connect);
+//! - `conversation`: a line-oriented connection whose every read is bounded
+//!   by the deadline and a maximum line length, and which can STARTTLS;
+//! - `tls`: the rustls client configurations (system roots, a CA file, or
+//!   no verification);
+//! - one module per dialogue: `smtp` (banner, EHLO, STARTTLS, a test
+//!   message), `imap` (greeting, CAPABILITY, STARTTLS, LOGIN), `pop3`
+//!   (greeting, CAPA, STLS, USER/PASS), `http` (GET, status, body text);
+//! - one module per local check: `docker` (container running and healthy,
+//!   from the Engine API), `systemd` (`systemctl is-active`), `mariadb`
+//!   (login, `SELECT 1`), `mount` (mount point, writable), `postfix_queue`
+//!   (queue files under a limit).
 
-use std::io::ErrorKind;
+mod conversation;
+mod docker;
+mod http;
+mod imap;
+mod mariadb;
+mod mount;
+mod pop3;
+mod postfix_queue;
+mod smtp;
+mod systemd;
+mod tls;
+
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
-use mailherd_config::{CheckKind, CheckSection};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use mailherd_config::{CheckKind, CheckSection, Secret};
 use tokio::time::Instant;
+
+use conversation::{Conversation, MAX_REPLY_LINES};
 
 /// The EHLO name when the check names none.
 pub const DEFAULT_EHLO_NAME: &str = "mailherd-probe";
-/// Longest reply line read; SMTP allows 512 bytes, IMAP greetings with a
-/// capability list run longer.
-const MAX_LINE_BYTES: u64 = 4096;
-/// Most lines of one multi-line SMTP reply; more is a broken server.
-const MAX_REPLY_LINES: usize = 100;
 /// The longest `detail`; server text beyond it is cut.
 const MAX_DETAIL_CHARS: usize = 200;
 /// How long the polite goodbye (QUIT/LOGOUT reply) may add to a probe that
 /// already passed: the verdict is known, so do not spend the whole timeout
 /// on a server that is slow to say goodbye.
 const GOODBYE_GRACE: Duration = Duration::from_millis(250);
+/// How long past the deadline [`probe`] waits for an attempt before giving
+/// up on it. Every step of every dialogue is bounded by the deadline itself
+/// and says which step timed out; this backstop only catches a step that
+/// forgot to be, so a bug cannot hang the monitor.
+const BACKSTOP_SLACK: Duration = Duration::from_millis(100);
 
 /// The outcome of one probe attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,28 +68,91 @@ pub struct ProbeResult {
 }
 
 /// Runs one attempt of `check`, bounded by `check.timeout_ms`.
+///
+/// The attempt runs as its own task, so that a panic in a dialogue or a
+/// client library is a failed probe rather than a dead monitor, and so
+/// that an attempt still running at the deadline is aborted.
 pub async fn probe(check: &CheckSection) -> ProbeResult {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(check.timeout_ms);
-    let outcome = match check.kind {
-        CheckKind::Tcp => probe_tcp(check, deadline).await,
-        CheckKind::Smtp => probe_smtp(check, deadline).await,
-        CheckKind::Imap => probe_imap(check, deadline).await,
-    };
-    let latency_ms = started.elapsed().as_millis() as u64;
-    let (ok, detail) = match outcome {
-        Ok(Verdict { detail, goodbye }) => {
-            if let Some(goodbye) = goodbye {
-                goodbye.finish(deadline).await;
+    let owned = check.clone();
+    let attempt = tokio::spawn(async move {
+        let outcome = run(&owned, deadline).await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let (ok, detail) = match outcome {
+            Ok(Verdict { detail, goodbye }) => {
+                if let Some(goodbye) = goodbye {
+                    goodbye.finish(deadline).await;
+                }
+                (true, detail)
             }
-            (true, detail)
-        }
-        Err(failure) => (false, failure),
-    };
+            Err(failure) => (false, failure),
+        };
+        (ok, latency_ms, detail)
+    });
+    // Aborts the attempt when it runs past the backstop, and also when the
+    // caller stops waiting (drops this future, e.g. at shutdown).
+    let _abort_on_drop = AbortOnDrop(attempt.abort_handle());
+    let (ok, latency_ms, detail) =
+        match tokio::time::timeout_at(deadline + BACKSTOP_SLACK, attempt).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join_error)) => (
+                false,
+                started.elapsed().as_millis() as u64,
+                format!(
+                    "{} probe crashed: {}",
+                    check.kind.as_str(),
+                    panic_text(join_error)
+                ),
+            ),
+            Err(_) => (
+                false,
+                started.elapsed().as_millis() as u64,
+                timed_out(
+                    check.timeout_ms,
+                    &format!("the {} probe", check.kind.as_str()),
+                ),
+            ),
+        };
     ProbeResult {
         ok,
         latency_ms,
         detail: truncate(&detail),
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The dialogue of the check's kind.
+async fn run(check: &CheckSection, deadline: Instant) -> Result<Verdict, String> {
+    match check.kind {
+        CheckKind::Tcp => probe_tcp(check, deadline).await,
+        CheckKind::Smtp => smtp::probe(check, deadline).await,
+        CheckKind::Imap => imap::probe(check, deadline).await,
+        CheckKind::Pop3 => pop3::probe(check, deadline).await,
+        CheckKind::Http | CheckKind::Https => http::probe(check, deadline).await,
+        CheckKind::Docker => docker::probe(check, deadline).await,
+        CheckKind::Systemd => systemd::probe(check, deadline).await,
+        CheckKind::Mariadb => mariadb::probe(check, deadline).await,
+        CheckKind::Mount => mount::probe(check, deadline).await,
+        CheckKind::PostfixQueue => postfix_queue::probe(check, deadline).await,
+    }
+}
+
+fn panic_text(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|text| text.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string()),
+        Err(error) => error.to_string(),
     }
 }
 
@@ -77,32 +162,46 @@ struct Verdict {
     goodbye: Option<Goodbye>,
 }
 
-/// The end of a dialogue after the verdict: send a command, read until a
-/// line that starts with `until`, ignore the outcome.
-struct Goodbye {
-    conversation: Conversation,
-    command: &'static str,
-    until: &'static str,
-}
+/// The end of a dialogue after the verdict (QUIT, LOGOUT, a database
+/// disconnect), bounded by the deadline and [`GOODBYE_GRACE`]; its outcome
+/// is ignored.
+struct Goodbye(Pin<Box<dyn Future<Output = ()> + Send>>);
 
 impl Goodbye {
-    async fn finish(mut self, deadline: Instant) {
-        let deadline = deadline.min(Instant::now() + GOODBYE_GRACE);
-        let conversation = &mut self.conversation;
-        let _ = tokio::time::timeout_at(deadline, async {
-            conversation.send(self.command, deadline).await?;
-            for _ in 0..MAX_REPLY_LINES {
-                if conversation
-                    .read_line("goodbye", deadline)
-                    .await?
-                    .starts_with(self.until)
-                {
-                    break;
+    /// Send `command`, read until a line that starts with `until`.
+    fn line(conversation: Conversation, command: &'static str, until: &'static str) -> Goodbye {
+        Goodbye::line_owned(conversation, command.to_string(), until.to_string())
+    }
+
+    fn line_owned(mut conversation: Conversation, command: String, until: String) -> Goodbye {
+        Goodbye::future(async move {
+            // The future is bounded from outside; reads need a deadline
+            // too, and the outer one is at most this far away.
+            let deadline = Instant::now() + GOODBYE_GRACE;
+            let _ = async {
+                conversation.send(&command, &command, deadline).await?;
+                for _ in 0..MAX_REPLY_LINES {
+                    if conversation
+                        .read_line("goodbye", deadline)
+                        .await?
+                        .starts_with(until.as_str())
+                    {
+                        break;
+                    }
                 }
+                Ok::<(), String>(())
             }
-            Ok::<(), String>(())
+            .await;
         })
-        .await;
+    }
+
+    fn future(future: impl Future<Output = ()> + Send + 'static) -> Goodbye {
+        Goodbye(Box::pin(future))
+    }
+
+    async fn finish(self, deadline: Instant) {
+        let deadline = deadline.min(Instant::now() + GOODBYE_GRACE);
+        let _ = tokio::time::timeout_at(deadline, self.0).await;
     }
 }
 
@@ -120,166 +219,46 @@ fn timed_out(timeout_ms: u64, what: &str) -> String {
     format!("timed out after {timeout_ms} ms waiting for {what}")
 }
 
-/// A connection read line by line, each read bounded by the deadline.
-struct Conversation {
-    stream: BufReader<TcpStream>,
-    /// The check's whole timeout, for "timed out after N ms" messages.
-    timeout_ms: u64,
-}
-
-impl Conversation {
-    async fn connect(check: &CheckSection, deadline: Instant) -> Result<Conversation, String> {
-        match tokio::time::timeout_at(deadline, TcpStream::connect(check.address)).await {
-            Err(_) => Err(timed_out(check.timeout_ms, "connect")),
-            Ok(Err(error)) if error.kind() == ErrorKind::ConnectionRefused => {
-                Err("connect refused".to_string())
-            }
-            Ok(Err(error)) => Err(format!("connect: {error}")),
-            Ok(Ok(stream)) => {
-                // Probes exchange a few small lines; do not let Nagle hold
-                // the EHLO back waiting for an ACK.
-                let _ = stream.set_nodelay(true);
-                Ok(Conversation {
-                    stream: BufReader::new(stream),
-                    timeout_ms: check.timeout_ms,
-                })
-            }
-        }
-    }
-
-    /// One line without its line ending; `what` names what was awaited.
-    async fn read_line(&mut self, what: &str, deadline: Instant) -> Result<String, String> {
-        let mut line = Vec::new();
-        let read = tokio::time::timeout_at(
-            deadline,
-            (&mut self.stream)
-                .take(MAX_LINE_BYTES)
-                .read_until(b'\n', &mut line),
-        )
-        .await
-        .map_err(|_| timed_out(self.timeout_ms, what))?
-        .map_err(|error| format!("reading {what}: {error}"))?;
-        if read == 0 {
-            return Err(format!("connection closed before {what}"));
-        }
-        if line.last() != Some(&b'\n') && read as u64 == MAX_LINE_BYTES {
-            return Err(format!("{what}: line longer than {MAX_LINE_BYTES} bytes"));
-        }
-        let text = String::from_utf8_lossy(&line);
-        Ok(text.trim_end_matches(['\r', '\n']).to_string())
-    }
-
-    async fn send(&mut self, command: &str, deadline: Instant) -> Result<(), String> {
-        let line = format!("{command}\r\n");
-        tokio::time::timeout_at(deadline, self.stream.get_mut().write_all(line.as_bytes()))
-            .await
-            .map_err(|_| timed_out(self.timeout_ms, "the server to take a command"))?
-            .map_err(|error| format!("sending {command:?}: {error}"))
-    }
-
-    /// One SMTP reply, possibly multi-line (`250-…` lines then `250 …`).
-    /// Returns the code and the first line.
-    async fn read_smtp_reply(
-        &mut self,
-        what: &str,
-        deadline: Instant,
-    ) -> Result<(u16, String), String> {
-        let first = self.read_line(what, deadline).await?;
-        let code = smtp_code(&first).ok_or_else(|| format!("malformed {what}: {first}"))?;
-        let mut line = first.clone();
-        for _ in 0..MAX_REPLY_LINES {
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Ok((code, first));
-            }
-            line = self.read_line(what, deadline).await?;
-            if smtp_code(&line) != Some(code) {
-                return Err(format!("malformed {what}: {line}"));
-            }
-        }
-        Err(format!("{what} has more than {MAX_REPLY_LINES} lines"))
-    }
-}
-
-/// The three-digit code of an SMTP reply line, if it is one: `250-x`,
-/// `250 x` and a bare `250`.
-fn smtp_code(line: &str) -> Option<u16> {
-    let bytes = line.as_bytes();
-    if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    match bytes.get(3) {
-        None | Some(b' ') | Some(b'-') => line[..3].parse().ok(),
-        Some(_) => None,
-    }
-}
-
 async fn probe_tcp(check: &CheckSection, deadline: Instant) -> Result<Verdict, String> {
-    Conversation::connect(check, deadline).await?;
+    conversation::connect_tcp(check, deadline).await?;
     Ok(Verdict {
-        detail: format!("connected to {}", check.address),
+        detail: match check.address {
+            Some(address) => format!("connected to {address}"),
+            None => "connected".to_string(),
+        },
         goodbye: None,
     })
 }
 
-async fn probe_smtp(check: &CheckSection, deadline: Instant) -> Result<Verdict, String> {
-    let mut conversation = Conversation::connect(check, deadline).await?;
-    let (code, banner) = conversation.read_smtp_reply("banner", deadline).await?;
-    if code != 220 {
-        return Err(format!("unexpected banner: {banner}"));
+/// The password of a login, from `password_file` or `password`. The file
+/// is read at every attempt; its problems are the probe's failure.
+fn login_password(check: &CheckSection) -> Result<Secret, String> {
+    match check.read_password() {
+        Ok(Some(password)) => Ok(password),
+        Ok(None) => Err("no password or password_file configured".to_string()),
+        Err(error) => Err(format!("password_file: {error}")),
     }
-    let ehlo_name = check.ehlo_name.as_deref().unwrap_or(DEFAULT_EHLO_NAME);
-    conversation
-        .send(&format!("EHLO {ehlo_name}"), deadline)
-        .await?;
-    let (code, reply) = conversation.read_smtp_reply("EHLO reply", deadline).await?;
-    if code != 250 {
-        return Err(format!("EHLO rejected: {reply}"));
-    }
-    Ok(Verdict {
-        detail: banner,
-        goodbye: Some(Goodbye {
-            conversation,
-            command: "QUIT",
-            until: "221",
-        }),
-    })
 }
 
-async fn probe_imap(check: &CheckSection, deadline: Instant) -> Result<Verdict, String> {
-    let mut conversation = Conversation::connect(check, deadline).await?;
-    let greeting = conversation.read_line("greeting", deadline).await?;
-    // PREAUTH is a server that is up and trusts the connection already.
-    let accepted = ["* OK", "* PREAUTH"].iter().any(|prefix| {
-        greeting
-            .get(..prefix.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-    });
-    if !accepted {
-        return Err(format!("unexpected greeting: {greeting}"));
+/// `error: cause: cause`, skipping a cause whose text the previous ones
+/// already hold (client libraries often repeat their source).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
     }
-    Ok(Verdict {
-        detail: greeting,
-        goodbye: Some(Goodbye {
-            conversation,
-            command: "a1 LOGOUT",
-            until: "a1 ",
-        }),
-    })
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn smtp_codes_are_three_digits_then_space_dash_or_end() {
-        assert_eq!(smtp_code("220 n1.lab.test ESMTP"), Some(220));
-        assert_eq!(smtp_code("250-PIPELINING"), Some(250));
-        assert_eq!(smtp_code("250"), Some(250));
-        assert_eq!(smtp_code("2500 x"), None);
-        assert_eq!(smtp_code("22"), None);
-        assert_eq!(smtp_code("hello"), None);
-    }
 
     #[test]
     fn long_details_are_cut() {

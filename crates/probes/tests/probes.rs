@@ -1,13 +1,40 @@
-//! Probes against tiny scripted servers on 127.0.0.1.
+//! Probes against real or tiny scripted servers on 127.0.0.1, and against
+//! local resources the tests make (a tmpfs, a queue directory, a
+//! container, a mariadbd of their own).
+//!
+//! # Layout
+//! - this file: the scripted line server (plain, STARTTLS, implicit TLS),
+//!   the test certificates, helpers, and the tcp/smtp/imap basics;
+//! - `probes/mail.rs`: STARTTLS, TLS, the SMTP test message, IMAP and POP3
+//!   logins, dialogue edge cases;
+//! - `probes/http.rs`: http against axum, https against a TLS responder;
+//! - `probes/local.rs`: mount, postfix_queue, systemd;
+//! - `probes/docker.rs`: containers of the local Docker Engine;
+//! - `probes/mariadb.rs`: refused, silent and (when installed) real mariadbd.
+
+// The crate root is this file, so the modules' paths are spelled out.
+#[path = "probes/docker.rs"]
+mod docker;
+#[path = "probes/http.rs"]
+mod http;
+#[path = "probes/local.rs"]
+mod local;
+#[path = "probes/mail.rs"]
+mod mail;
+#[path = "probes/mariadb.rs"]
+mod mariadb;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mailherd_config::{CheckKind, CheckSection};
 use mailherd_probes::{probe, ProbeResult};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 /// One step of a scripted server's side of the dialogue.
 #[derive(Clone, Copy)]
@@ -18,22 +45,94 @@ enum Step {
     Receive,
     /// Say nothing for a long time (longer than any probe timeout here).
     Silence,
+    /// Accept a TLS handshake on the connection (after STARTTLS).
+    StartTls,
+}
+
+/// What a scripted server's connection is: TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// The test PKI: a CA, and a server certificate it signed for
+/// `mail.lab.test` and 127.0.0.1. Made once per test run.
+struct TestTls {
+    acceptor: TlsAcceptor,
+    /// The CA certificate (PEM), for `tls_ca_file`.
+    ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn test_tls() -> &'static TestTls {
+    static TLS: OnceLock<TestTls> = OnceLock::new();
+    TLS.get_or_init(|| {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();
+
+        let mut params = CertificateParams::new(vec!["mail.lab.test".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        TestTls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            ca_file,
+            _dir: dir,
+        }
+    })
 }
 
 /// Serves one connection by `script`; the handle yields the lines received.
 async fn scripted_server(script: Vec<Step>) -> (SocketAddr, JoinHandle<Vec<String>>) {
+    serve(script, false).await
+}
+
+/// As [`scripted_server`], with TLS from the first byte (SMTPS, IMAPS).
+async fn scripted_tls_server(script: Vec<Step>) -> (SocketAddr, JoinHandle<Vec<String>>) {
+    serve(script, true).await
+}
+
+async fn serve(script: Vec<Step>, implicit_tls: bool) -> (SocketAddr, JoinHandle<Vec<String>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let mut stream = BufReader::new(stream);
         let mut received = Vec::new();
+        let (stream, _) = listener.accept().await.unwrap();
+        let stream: Box<dyn Io> = if implicit_tls {
+            match test_tls().acceptor.accept(stream).await {
+                Ok(stream) => Box::new(stream),
+                // The client refused the certificate.
+                Err(_) => return received,
+            }
+        } else {
+            Box::new(stream)
+        };
+        let mut stream = BufReader::new(stream);
         for step in script {
             match step {
                 Step::Send(text) => {
                     if stream.get_mut().write_all(text.as_bytes()).await.is_err() {
                         break;
                     }
+                    let _ = stream.get_mut().flush().await;
                 }
                 Step::Receive => {
                     let mut line = String::new();
@@ -43,6 +142,13 @@ async fn scripted_server(script: Vec<Step>) -> (SocketAddr, JoinHandle<Vec<Strin
                     received.push(line.trim_end().to_string());
                 }
                 Step::Silence => tokio::time::sleep(Duration::from_secs(30)).await,
+                Step::StartTls => match test_tls().acceptor.accept(stream.into_inner()).await {
+                    Ok(tls) => stream = BufReader::new(Box::new(tls) as Box<dyn Io>),
+                    Err(_) => {
+                        received.push("(TLS handshake failed)".to_string());
+                        break;
+                    }
+                },
             }
         }
         received
@@ -52,15 +158,17 @@ async fn scripted_server(script: Vec<Step>) -> (SocketAddr, JoinHandle<Vec<Strin
 
 fn check(kind: CheckKind, address: SocketAddr, timeout_ms: u64) -> CheckSection {
     CheckSection {
-        name: "test".to_string(),
-        kind,
-        address,
-        interval_ms: 200,
+        address: Some(address),
         timeout_ms,
-        fall: 2,
-        rise: 1,
-        critical: true,
-        ehlo_name: None,
+        ..CheckSection::new("test", kind)
+    }
+}
+
+/// A check of a kind without an address (docker, mount, ...).
+fn local_check(kind: CheckKind, timeout_ms: u64) -> CheckSection {
+    CheckSection {
+        timeout_ms,
+        ..CheckSection::new("test", kind)
     }
 }
 
@@ -201,11 +309,15 @@ async fn tcp_passes_on_an_open_port_and_fails_on_a_closed_one() {
 }
 
 #[tokio::test]
-async fn imap_passes_on_an_ok_greeting_then_logs_out() {
+async fn imap_passes_on_an_ok_greeting_and_capability_then_logs_out() {
     let (address, server) = scripted_server(vec![
         Step::Send("* OK [CAPABILITY IMAP4rev1 LITERAL+ STARTTLS] Dovecot ready.\r\n"),
         Step::Receive,
-        Step::Send("* BYE Logging out\r\na1 OK Logout completed.\r\n"),
+        Step::Send(
+            "* CAPABILITY IMAP4rev1 LITERAL+ STARTTLS\r\na1 OK Pre-login capabilities listed.\r\n",
+        ),
+        Step::Receive,
+        Step::Send("* BYE Logging out\r\na2 OK Logout completed.\r\n"),
     ])
     .await;
     let result = probe(&check(CheckKind::Imap, address, 1_000)).await;
@@ -214,7 +326,7 @@ async fn imap_passes_on_an_ok_greeting_then_logs_out() {
         result.detail,
         "* OK [CAPABILITY IMAP4rev1 LITERAL+ STARTTLS] Dovecot ready."
     );
-    assert_eq!(server.await.unwrap(), vec!["a1 LOGOUT"]);
+    assert_eq!(server.await.unwrap(), vec!["a1 CAPABILITY", "a2 LOGOUT"]);
 }
 
 #[tokio::test]
@@ -253,4 +365,32 @@ async fn a_passed_probe_does_not_wait_out_the_timeout_for_a_goodbye() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn every_kind_answers_even_without_its_keys() {
+    // Validation refuses such checks; a probe handed one anyway still
+    // answers with a failed result, promptly, rather than panicking.
+    for kind in [
+        CheckKind::Tcp,
+        CheckKind::Smtp,
+        CheckKind::Imap,
+        CheckKind::Pop3,
+        CheckKind::Http,
+        CheckKind::Https,
+        CheckKind::Docker,
+        CheckKind::Systemd,
+        CheckKind::Mariadb,
+        CheckKind::Mount,
+        CheckKind::PostfixQueue,
+    ] {
+        let started = Instant::now();
+        let result = probe(&local_check(kind, 1_000)).await;
+        assert!(!result.ok, "{kind:?}: {result:?}");
+        assert!(
+            result.detail.starts_with("no ") && result.detail.ends_with(" configured"),
+            "{kind:?}: {result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(500), "{kind:?}");
+    }
 }

@@ -1,4 +1,4 @@
-//! `fail NODE --mode power|service|partition` and `heal [NODE]`.
+//! `fail NODE --mode ...` and `heal [NODE]`.
 //!
 //! - power: SIGKILL every process of the node at once, link down; `heal`
 //!   brings the link up and boots the node again (new init, new agent).
@@ -6,26 +6,61 @@
 //!   `dovecot`, or the banner server); the node stays up and its agent is
 //!   expected to notice. Nothing to heal: the agent restarts the stack when
 //!   the node becomes master again.
+//! - agent-kill: SIGKILL the agent alone; the stack keeps running. The
+//!   node's init restarts the agent after a second, as systemd would; a
+//!   master's watchdog powers the node off before that.
+//! - agent-freeze: SIGSTOP the agent; the stack keeps running. A master's
+//!   watchdog powers the node off; `heal` continues (SIGCONT) an agent that
+//!   is still there.
 //! - partition: the node's switch-side veth leaves the bridge, so the node
-//!   reaches no other namespace; `heal` puts it back.
+//!   reaches no other namespace; `heal` puts it back. With `--from PEERS`
+//!   only the traffic between the node and those peers is dropped (by
+//!   iptables in the node's namespace; clients still reach it), and with
+//!   `--one-way` only what arrives from them: a partial or an asymmetric
+//!   partition.
 //!
 //! Faults are recorded in the state file so `status` shows them and `heal`
 //! knows what to undo.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
-use crate::state::LabState;
+use crate::state::{LabState, NodeState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FailMode {
     Power,
     Service,
+    AgentKill,
+    AgentFreeze,
     Partition,
 }
 
-pub fn fail(node_name: &str, mode: FailMode) -> Result<()> {
+/// Which traffic a partition cuts.
+#[derive(Debug, Clone, Default)]
+pub struct Cut {
+    /// Peers (node names, or `peers` for every other node); empty: the
+    /// node leaves the bridge.
+    pub from: Vec<String>,
+    pub one_way: bool,
+}
+
+pub fn fail(node_name: &str, mode: FailMode, cut: Cut) -> Result<()> {
     let mut state = LabState::load_current()?;
     let node = state.node(node_name)?.clone();
+    if mode != FailMode::Partition && (!cut.from.is_empty() || cut.one_way) {
+        bail!("--from and --one-way go with --mode partition only");
+    }
+    if cut.one_way && cut.from.is_empty() {
+        bail!("--one-way needs --from PEERS (the peers whose traffic the node stops receiving)");
+    }
+    let up = || -> Result<()> {
+        if node.powered_off || crate::node::init_pid(&node.namespace)?.is_none() {
+            bail!("{} is powered off", node.name);
+        }
+        Ok(())
+    };
     match mode {
         FailMode::Power => {
             if node.powered_off {
@@ -33,7 +68,9 @@ pub fn fail(node_name: &str, mode: FailMode) -> Result<()> {
                 return Ok(());
             }
             let killed = crate::node::power_off(&node)?;
-            state.node_mut(node_name)?.powered_off = true;
+            let entry = state.node_mut(node_name)?;
+            entry.powered_off = true;
+            entry.frozen_agent = None;
             state.save()?;
             println!(
                 "{}: power cut ({killed} processes killed, link down)",
@@ -44,12 +81,7 @@ pub fn fail(node_name: &str, mode: FailMode) -> Result<()> {
             if !node.is_mail() {
                 bail!("{} is a witness: it runs no mail stack", node.name);
             }
-            if node.powered_off {
-                bail!(
-                    "{} is powered off: its mail stack is not running",
-                    node.name
-                );
-            }
+            up()?;
             let killed = crate::node::kill_stack(&state, &node)?;
             if killed.is_empty() {
                 bail!(
@@ -64,7 +96,38 @@ pub fn fail(node_name: &str, mode: FailMode) -> Result<()> {
                 state.stack.name()
             );
         }
-        FailMode::Partition => {
+        FailMode::AgentKill => {
+            up()?;
+            let pid = agent_pid(&state, &node)?;
+            kill(Pid::from_raw(pid), Signal::SIGKILL)
+                .with_context(|| format!("cannot kill the agent (pid {pid})"))?;
+            let entry = state.node_mut(node_name)?;
+            if entry.frozen_agent == Some(pid) {
+                entry.frozen_agent = None;
+                state.save()?;
+            }
+            println!(
+                "{}: agent (pid {pid}) killed; its stack is left running",
+                node.name
+            );
+        }
+        FailMode::AgentFreeze => {
+            up()?;
+            if let Some(pid) = node.frozen_agent.filter(|pid| is_stopped(*pid)) {
+                println!("{}: agent (pid {pid}) already frozen", node.name);
+                return Ok(());
+            }
+            let pid = agent_pid(&state, &node)?;
+            kill(Pid::from_raw(pid), Signal::SIGSTOP)
+                .with_context(|| format!("cannot stop the agent (pid {pid})"))?;
+            state.node_mut(node_name)?.frozen_agent = Some(pid);
+            state.save()?;
+            println!(
+                "{}: agent (pid {pid}) frozen; its stack is left running",
+                node.name
+            );
+        }
+        FailMode::Partition if cut.from.is_empty() => {
             if node.partitioned {
                 println!("{}: already partitioned", node.name);
                 return Ok(());
@@ -74,8 +137,91 @@ pub fn fail(node_name: &str, mode: FailMode) -> Result<()> {
             state.save()?;
             println!("{}: cut off from the bridge", node.name);
         }
+        FailMode::Partition => {
+            let peers = resolve_peers(&state, &node, &cut.from)?;
+            let addresses: Vec<String> = peers
+                .iter()
+                .map(|name| Ok(state.node(name)?.address.to_string()))
+                .collect::<Result<_>>()?;
+            crate::netns::drop_traffic(&node.namespace, &addresses, cut.one_way)?;
+            let entry = state.node_mut(node_name)?;
+            for peer in &peers {
+                if !entry.cut_from.contains(peer) {
+                    entry.cut_from.push(peer.clone());
+                }
+            }
+            entry.cut_one_way = cut.one_way;
+            state.save()?;
+            println!(
+                "{}: {} from {} (clients still reach it)",
+                node.name,
+                if cut.one_way {
+                    "no longer receives traffic"
+                } else {
+                    "cut off"
+                },
+                peers.join(", ")
+            );
+        }
     }
     Ok(())
+}
+
+/// The peer names `from` stands for, checked against the lab.
+fn resolve_peers(state: &LabState, node: &NodeState, from: &[String]) -> Result<Vec<String>> {
+    let mut peers = Vec::new();
+    for name in from {
+        if name == "peers" {
+            peers.extend(
+                state
+                    .nodes
+                    .iter()
+                    .filter(|n| n.name != node.name)
+                    .map(|n| n.name.clone()),
+            );
+        } else if name == &node.name {
+            bail!("--from {name}: a node cannot be cut off from itself");
+        } else {
+            peers.push(state.node(name)?.name.clone());
+        }
+    }
+    peers.sort();
+    peers.dedup();
+    Ok(peers)
+}
+
+/// The host PID of the node's agent.
+fn agent_pid(state: &LabState, node: &NodeState) -> Result<i32> {
+    let agent_bin = std::fs::canonicalize(&state.agent_bin).unwrap_or(state.agent_bin.clone());
+    for pid in crate::netns::pids(&node.namespace)? {
+        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let second = cmdline.split(|byte| *byte == 0).nth(1);
+        if exe == agent_bin && second == Some(b"agent".as_slice()) {
+            return Ok(pid);
+        }
+    }
+    bail!(
+        "no agent runs on {} right now (it may be restarting; see {})",
+        node.name,
+        node.node_log().display()
+    )
+}
+
+/// Whether `pid` is stopped (state `T` in /proc/PID/stat).
+fn is_stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the parenthesised command name.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|s| s == "T")
+        })
+        .unwrap_or(false)
 }
 
 pub fn heal(node_name: Option<&str>) -> Result<()> {
@@ -92,7 +238,23 @@ pub fn heal(node_name: Option<&str>) -> Result<()> {
             state.save()?;
             done.push("reattached to the bridge");
         }
-        // A node whose init is gone (power cut, or a crash) boots again.
+        if !state.node(&name)?.cut_from.is_empty() {
+            crate::netns::allow_all_traffic(&state.node(&name)?.namespace)?;
+            let entry = state.node_mut(&name)?;
+            entry.cut_from.clear();
+            entry.cut_one_way = false;
+            state.save()?;
+            done.push("traffic with every peer restored");
+        }
+        if let Some(pid) = state.node(&name)?.frozen_agent {
+            // Gone if the watchdog powered the node off, or after a boot.
+            if is_stopped(pid) && kill(Pid::from_raw(pid), Signal::SIGCONT).is_ok() {
+                done.push("agent continued");
+            }
+            state.node_mut(&name)?.frozen_agent = None;
+            state.save()?;
+        }
+        // A node whose init is gone (power cut, watchdog, or a crash) boots again.
         let node = state.node(&name)?.clone();
         if node.powered_off || crate::node::init_pid(&node.namespace)?.is_none() {
             crate::node::boot(&state, &node)?;

@@ -181,6 +181,16 @@ fn faults(node: &NodeState) -> Vec<&'static str> {
     if node.partitioned {
         faults.push("partition");
     }
+    if !node.cut_from.is_empty() {
+        faults.push(if node.cut_one_way {
+            "one-way-partition"
+        } else {
+            "partial-partition"
+        });
+    }
+    if node.frozen_agent.is_some() {
+        faults.push("agent-freeze");
+    }
     faults
 }
 
