@@ -1,6 +1,6 @@
 //! Network namespaces: creating the lab's network and running code inside it.
 //!
-//! The topology is a bridge in [`SWITCH_NAMESPACE`](crate::topology::SWITCH_NAMESPACE)
+//! The topology is a bridge in [the switch namespace](crate::topology::switch_namespace)
 //! and, for every other namespace, a veth pair whose switch side is a bridge
 //! port and whose other side is `eth0` in that namespace. Both ends are
 //! created directly in their namespaces, so nothing ever appears in the host
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::host::ip;
-use crate::topology::{BRIDGE, NAME_PREFIX, NODE_INTERFACE, PREFIX_LEN, SWITCH_NAMESPACE};
+use crate::topology::{name_prefix, switch_namespace, BRIDGE, NODE_INTERFACE, PREFIX_LEN};
 
 /// Where `ip netns add` keeps its namespace handles.
 const NETNS_DIR: &str = "/run/netns";
@@ -43,7 +43,7 @@ pub fn list_lab_namespaces() -> Result<Vec<String>> {
     let mut names: Vec<String> = entries
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| entry.file_name().into_string().ok())
-        .filter(|name| name.starts_with(NAME_PREFIX))
+        .filter(|name| name.starts_with(&name_prefix()))
         .collect();
     names.sort();
     Ok(names)
@@ -63,17 +63,17 @@ pub fn delete(name: &str) -> Result<()> {
 
 /// Creates the switch namespace and its bridge.
 pub fn create_switch() -> Result<()> {
-    add(SWITCH_NAMESPACE)?;
+    add(&switch_namespace())?;
     ip(&[
         "-n",
-        SWITCH_NAMESPACE,
+        &switch_namespace(),
         "link",
         "add",
         BRIDGE,
         "type",
         "bridge",
     ])?;
-    ip(&["-n", SWITCH_NAMESPACE, "link", "set", BRIDGE, "up"])?;
+    ip(&["-n", &switch_namespace(), "link", "set", BRIDGE, "up"])?;
     Ok(())
 }
 
@@ -86,7 +86,7 @@ pub fn create_attached(name: &str, switch_veth: &str, address: Ipv4Addr) -> Resu
         "add",
         switch_veth,
         "netns",
-        SWITCH_NAMESPACE,
+        &switch_namespace(),
         "type",
         "veth",
         "peer",
@@ -98,7 +98,7 @@ pub fn create_attached(name: &str, switch_veth: &str, address: Ipv4Addr) -> Resu
     .with_context(|| format!("cannot create the veth pair of {name}"))?;
     ip(&[
         "-n",
-        SWITCH_NAMESPACE,
+        &switch_namespace(),
         "link",
         "set",
         switch_veth,
@@ -129,7 +129,14 @@ pub fn configure_interface(name: &str, address: Ipv4Addr) -> Result<()> {
 /// Takes the node's link down on both ends and forgets its addresses, as a
 /// power cut does.
 pub fn unplug(name: &str, switch_veth: &str) -> Result<()> {
-    ip(&["-n", SWITCH_NAMESPACE, "link", "set", switch_veth, "down"])?;
+    ip(&[
+        "-n",
+        &switch_namespace(),
+        "link",
+        "set",
+        switch_veth,
+        "down",
+    ])?;
     ip(&["-n", name, "link", "set", NODE_INTERFACE, "down"])?;
     ip(&["-n", name, "address", "flush", "dev", NODE_INTERFACE])?;
     Ok(())
@@ -143,7 +150,7 @@ pub fn plug(switch_veth: &str, partitioned: bool) -> Result<()> {
     } else {
         attach_to_bridge(switch_veth)?;
     }
-    ip(&["-n", SWITCH_NAMESPACE, "link", "set", switch_veth, "up"])?;
+    ip(&["-n", &switch_namespace(), "link", "set", switch_veth, "up"])?;
     Ok(())
 }
 
@@ -151,7 +158,7 @@ pub fn plug(switch_veth: &str, partitioned: bool) -> Result<()> {
 pub fn detach_from_bridge(switch_veth: &str) -> Result<()> {
     ip(&[
         "-n",
-        SWITCH_NAMESPACE,
+        &switch_namespace(),
         "link",
         "set",
         switch_veth,
@@ -163,7 +170,7 @@ pub fn detach_from_bridge(switch_veth: &str) -> Result<()> {
 pub fn attach_to_bridge(switch_veth: &str) -> Result<()> {
     ip(&[
         "-n",
-        SWITCH_NAMESPACE,
+        &switch_namespace(),
         "link",
         "set",
         switch_veth,

@@ -4,26 +4,31 @@
 //! `down` can find leftovers of a lab that crashed before it wrote its state
 //! file. The addresses live in 10.77.0.0/24 on a bridge inside the switch
 //! namespace, never in the host namespace.
+//!
+//! Two labs can run side by side (a developer's and a test run, say): with
+//! `MAILHERD_LAB_PREFIX=x` and `MAILHERD_LAB_DIR=/var/lib/x`, every
+//! namespace starts with `x-` and every file lives under the other
+//! directory. Their identical addresses never meet: each lab's bridge is in
+//! its own switch namespace.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Root of everything the lab writes: state file, node dirs, volume image.
+/// Root of everything the lab writes: state file, node dirs, volume image
+/// (unless `MAILHERD_LAB_DIR` names another).
 pub const LAB_DIR: &str = "/var/lib/mailherd-lab";
+/// Environment variables that select another lab.
+pub const LAB_DIR_ENV: &str = "MAILHERD_LAB_DIR";
+pub const PREFIX_ENV: &str = "MAILHERD_LAB_PREFIX";
 /// The state file inside [`LAB_DIR`].
 pub const STATE_FILE_NAME: &str = "state.json";
-/// Prefix of every namespace the lab creates.
+/// Prefix of every namespace the lab creates (unless `MAILHERD_LAB_PREFIX`
+/// names another).
 pub const NAME_PREFIX: &str = "mh-";
-/// The namespace holding the bridge. Keeping the bridge out of the host
-/// namespace means the host's firewall (Docker sets FORWARD to DROP and loads
-/// br_netfilter) never sees lab traffic, and nothing on the host changes.
-pub const SWITCH_NAMESPACE: &str = "mh-sw";
-/// The bridge inside [`SWITCH_NAMESPACE`].
+/// The bridge inside the switch namespace.
 pub const BRIDGE: &str = "br0";
-/// The namespace from which clients (probes, `mail send`) reach the cluster.
-pub const CLIENT_NAMESPACE: &str = "mh-client";
 /// The interface name on the node side of each veth pair.
 pub const NODE_INTERFACE: &str = "eth0";
 /// Prefix length of the lab subnet 10.77.0.0/24.
@@ -66,7 +71,7 @@ pub struct NodePlan {
     pub id: u64,
     pub namespace: String,
     pub address: Ipv4Addr,
-    /// Switch-side end of the node's veth pair (inside [`SWITCH_NAMESPACE`]).
+    /// Switch-side end of the node's veth pair (inside the switch namespace).
     pub switch_veth: String,
 }
 
@@ -99,7 +104,7 @@ pub fn plan_nodes(mail_nodes: usize, witnesses: usize) -> Vec<NodePlan> {
         .enumerate()
         .map(|(position, (kind, name, host))| NodePlan {
             id: position as u64 + 1,
-            namespace: format!("{NAME_PREFIX}{name}"),
+            namespace: format!("{}{name}", name_prefix()),
             address: Ipv4Addr::new(10, 77, 0, host),
             switch_veth: format!("v-{name}"),
             name,
@@ -112,7 +117,52 @@ pub fn plan_nodes(mail_nodes: usize, witnesses: usize) -> Vec<NodePlan> {
 pub const CLIENT_SWITCH_VETH: &str = "v-client";
 
 pub fn lab_dir() -> PathBuf {
-    PathBuf::from(LAB_DIR)
+    std::env::var_os(LAB_DIR_ENV)
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(LAB_DIR))
+}
+
+/// Prefix of this lab's namespaces: `mh-`, or `MAILHERD_LAB_PREFIX` and a dash.
+pub fn name_prefix() -> String {
+    match std::env::var(PREFIX_ENV) {
+        Ok(prefix) if !prefix.is_empty() => format!("{prefix}-"),
+        _ => NAME_PREFIX.to_string(),
+    }
+}
+
+/// Checks the environment's lab selection before anything is made.
+pub fn check_environment() -> anyhow::Result<()> {
+    if let Ok(prefix) = std::env::var(PREFIX_ENV) {
+        let valid = (1..=4).contains(&prefix.len())
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !valid {
+            anyhow::bail!(
+                "{PREFIX_ENV}={prefix:?}: must be 1 to 4 lowercase letters or digits \
+                 (namespace names stay short)"
+            );
+        }
+    }
+    if let Some(dir) = std::env::var_os(LAB_DIR_ENV) {
+        if !Path::new(&dir).is_absolute() {
+            anyhow::bail!("{LAB_DIR_ENV}={dir:?}: must be an absolute path");
+        }
+    }
+    Ok(())
+}
+
+/// The namespace holding the bridge. Keeping the bridge out of the host
+/// namespace means the host's firewall (Docker sets FORWARD to DROP and loads
+/// br_netfilter) never sees lab traffic, and nothing on the host changes.
+pub fn switch_namespace() -> String {
+    format!("{}sw", name_prefix())
+}
+
+/// The namespace from which clients (probes, `mail send`) reach the cluster.
+pub fn client_namespace() -> String {
+    format!("{}client", name_prefix())
 }
 
 pub fn state_file() -> PathBuf {

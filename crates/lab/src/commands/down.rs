@@ -59,7 +59,7 @@ pub fn run() -> Result<()> {
             removed.loop_devices.len(),
             removed.mounts.len(),
             if removed.lab_dir {
-                format!(", {}", topology::LAB_DIR)
+                format!(", {}", topology::lab_dir().display())
             } else {
                 String::new()
             }
@@ -111,15 +111,20 @@ pub fn teardown() -> Result<Removed> {
         }
     }
 
-    // 2. Host mounts under the lab dir (a crashed preparation, a hand-made mount).
-    match unmount_under(&lab_dir) {
+    // 2. Host mounts under the lab dir (a crashed preparation, a hand-made
+    //    mount), but not the lab's own tmpfs: the volume image is in it.
+    match unmount_under(&lab_dir, Depth::Below) {
         Ok(mounts) => removed.mounts = mounts,
         Err(error) => errors.push(format!("{error:#}")),
     }
 
-    // 3. Loop devices.
+    // 3. Loop devices, then the tmpfs that held their images.
     match detach_loop_devices(&lab_dir) {
         Ok(devices) => removed.loop_devices = devices,
+        Err(error) => errors.push(format!("{error:#}")),
+    }
+    match unmount_under(&lab_dir, Depth::Itself) {
+        Ok(mounts) => removed.mounts.extend(mounts),
         Err(error) => errors.push(format!("{error:#}")),
     }
 
@@ -173,11 +178,23 @@ fn parse_mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-fn unmount_under(dir: &Path) -> Result<Vec<PathBuf>> {
+/// Which mounts [`unmount_under`] takes away.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    /// Those strictly inside the directory.
+    Below,
+    /// Those on the directory itself (every layer).
+    Itself,
+}
+
+fn unmount_under(dir: &Path, depth: Depth) -> Result<Vec<PathBuf>> {
     let mut unmounted = Vec::new();
     // Stacked mounts show up once per layer: repeat until none is left.
     for _ in 0..16 {
-        let mounts = mounts_under(dir)?;
+        let mounts: Vec<PathBuf> = mounts_under(dir)?
+            .into_iter()
+            .filter(|mount_point| (mount_point == dir) == (depth == Depth::Itself))
+            .collect();
         if mounts.is_empty() {
             return Ok(unmounted);
         }

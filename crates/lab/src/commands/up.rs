@@ -105,7 +105,7 @@ fn refuse_if_up() -> Result<()> {
     if topology::lab_dir().exists() {
         bail!(
             "leftovers of an earlier lab exist ({}); run `mailherd-lab down` first",
-            topology::LAB_DIR
+            topology::lab_dir().display()
         );
     }
     Ok(())
@@ -123,10 +123,10 @@ fn plan(options: &UpOptions, agent_bin: PathBuf, lab_bin: PathBuf) -> LabState {
         cloud: "local".to_string(),
         floating_ip: topology::FLOATING_IP,
         prefix_len: topology::PREFIX_LEN,
-        switch_namespace: topology::SWITCH_NAMESPACE.to_string(),
+        switch_namespace: topology::switch_namespace(),
         bridge: topology::BRIDGE.to_string(),
         client: ClientState {
-            namespace: topology::CLIENT_NAMESPACE.to_string(),
+            namespace: topology::client_namespace(),
             address: topology::CLIENT_ADDRESS,
             switch_veth: topology::CLIENT_SWITCH_VETH.to_string(),
         },
@@ -181,6 +181,19 @@ fn witnesses(state: &LabState) -> usize {
 fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
     std::fs::create_dir_all(&state.lab_dir)
         .with_context(|| format!("cannot create {}", state.lab_dir.display()))?;
+    // Everything of the lab lives in memory: the agents' Raft logs fsync on
+    // every entry, and on a host whose disk is busy (a build, the tests
+    // next door) one fsync can take longer than a lease, which would turn
+    // the host's load into failovers. A node's power cut still keeps its
+    // files, as a disk would: the tmpfs belongs to the host, not the node.
+    nix::mount::mount(
+        Some("tmpfs"),
+        &state.lab_dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )
+    .with_context(|| format!("cannot mount a tmpfs on {}", state.lab_dir.display()))?;
     state.save()?;
 
     crate::netns::create_switch().context("cannot create the switch")?;
