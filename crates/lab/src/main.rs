@@ -29,6 +29,7 @@ mod agent_config;
 mod banner;
 mod commands;
 mod host;
+mod invariants;
 mod mail;
 mod netns;
 mod node;
@@ -128,6 +129,16 @@ enum Command {
         #[arg(long, default_value_t = 250)]
         timeout_ms: u64,
         /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sample which nodes hold the floating IP, the mounted volume and the
+    /// running stack, and measure any time two held one at once.
+    Invariants {
+        #[arg(long, default_value_t = 10)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 10_000)]
+        duration_ms: u64,
         #[arg(long)]
         json: bool,
     },
@@ -240,6 +251,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             timeout_ms,
             json,
         } => commands::client::watch(ms(interval_ms), ms(duration_ms), ms(timeout_ms), json),
+        Command::Invariants {
+            interval_ms,
+            duration_ms,
+            json,
+        } => invariants::run(ms(interval_ms.max(1)), ms(duration_ms), json),
         Command::Exec { node, command } => commands::exec::run(&node, &command),
         Command::Mail {
             command: MailCommand::Send { subject, body },

@@ -609,3 +609,173 @@ fn watch_shows_a_failover_live() {
         "watch output:\n{output}"
     );
 }
+
+/// Starts the invariant checker for `duration` in the background.
+fn start_invariants(duration: Duration) -> Child {
+    Command::new(lab_bin())
+        .args([
+            "invariants",
+            "--json",
+            "--duration-ms",
+            &duration.as_millis().to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("invariants starts")
+}
+
+/// Waits for the checker to finish and asserts no two nodes ever held the
+/// address, the mount or the stack at once; returns its report.
+fn assert_never_two_holders(checker: Child) -> Value {
+    let output = checker.wait_with_output().expect("invariants runs");
+    assert!(output.status.success(), "invariants failed");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("invariants prints JSON");
+    assert_eq!(report["dual_holder_ms"], 0, "{report}\n{}", diagnostics());
+    for key in [
+        "max_address_holders",
+        "max_mount_holders",
+        "max_stack_holders",
+    ] {
+        assert!(report[key].as_u64() <= Some(1), "{key}: {report}");
+    }
+    report
+}
+
+/// A fault to the master of a fresh banner lab, watched by the invariant
+/// checker: another node ends as the only master, and no two nodes ever
+/// held the address, the volume or the stack at once. Returns (old, new).
+fn fault_the_master_and_check(up: &[&str], fail: &[&str]) -> (String, String) {
+    lab_ok(up);
+    let master = wait_for("exactly one master", FAILOVER_WAIT, || {
+        only_master(&status())
+    });
+    wait_for("the master's banner", FAILOVER_WAIT, || {
+        probe().filter(|banner| banner.contains(&format!("{master}.lab.test")))
+    });
+    let checker = start_invariants(Duration::from_secs(12));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut args = vec!["fail", master.as_str()];
+    args.extend_from_slice(fail);
+    lab_ok(&args);
+    let new_master = wait_for("another node as the only master", FAILOVER_WAIT, || {
+        only_master(&status()).filter(|m| *m != master)
+    });
+    wait_for("the new master's banner", FAILOVER_WAIT, || {
+        probe().filter(|banner| banner.contains(&format!("{new_master}.lab.test")))
+    });
+    let report = assert_never_two_holders(checker);
+    let changes = report["address_changes"].as_array().unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c[1] == serde_json::json!([new_master])),
+        "the checker saw the address move to {new_master}: {report}"
+    );
+    (master, new_master)
+}
+
+fn node_log(node: &str) -> String {
+    std::fs::read_to_string(format!("{LAB_DIR}/{node}/node.log")).unwrap_or_default()
+}
+
+#[test]
+fn a_killed_agent_is_fenced_by_its_watchdog() {
+    let _lab = Lab::exclusive();
+    let (old, new) = fault_the_master_and_check(&["up", "--nodes", "3"], &["--mode", "agent-kill"]);
+    assert!(
+        node_log(&old).contains("WATCHDOG FIRED"),
+        "{}",
+        node_log(&old)
+    );
+    assert_eq!(
+        role_of(&status(), &old),
+        "down",
+        "the watchdog powered it off"
+    );
+    heal_and_check(&old, &new);
+}
+
+#[test]
+fn a_frozen_agent_is_fenced_by_its_watchdog() {
+    let _lab = Lab::exclusive();
+    let (old, new) =
+        fault_the_master_and_check(&["up", "--nodes", "3"], &["--mode", "agent-freeze"]);
+    assert!(
+        node_log(&old).contains("WATCHDOG FIRED"),
+        "{}",
+        node_log(&old)
+    );
+    let status = status();
+    assert_eq!(
+        role_of(&status, &old),
+        "down",
+        "the watchdog powered it off"
+    );
+    heal_and_check(&old, &new);
+}
+
+/// The master still reaches clients but none of its peers: it fences
+/// itself, the majority elects another master.
+#[test]
+fn a_master_cut_off_from_its_peers_but_not_from_clients_gives_way() {
+    let _lab = Lab::exclusive();
+    let (old, new) = fault_the_master_and_check(
+        &["up", "--nodes", "3"],
+        &["--mode", "partition", "--from", "peers"],
+    );
+    assert!(!holds_address(&format!("mh-{old}"), "10.77.0.100"));
+    heal_and_check(&old, &new);
+}
+
+/// The master hears nothing from its peers but they hear it (an asymmetric
+/// partition): it cannot commit renewals and fences itself; openraft's
+/// quorum-loss probing silences it as leader so the others can elect one.
+#[test]
+fn a_master_that_hears_no_peer_gives_way() {
+    let _lab = Lab::exclusive();
+    let (old, new) = fault_the_master_and_check(
+        &["up", "--nodes", "3"],
+        &["--mode", "partition", "--from", "peers", "--one-way"],
+    );
+    assert!(!holds_address(&format!("mh-{old}"), "10.77.0.100"));
+    heal_and_check(&old, &new);
+}
+
+/// A master that loses one peer of two keeps its majority and its role.
+#[test]
+fn a_master_cut_off_from_one_peer_keeps_the_role() {
+    let _lab = Lab::exclusive();
+    lab_ok(&["up", "--nodes", "3"]);
+    let master = wait_for("exactly one master", FAILOVER_WAIT, || {
+        only_master(&status())
+    });
+    let peer = nodes_with_role(&status(), "backup")[0].clone();
+    let checker = start_invariants(Duration::from_secs(5));
+    lab_ok(&["fail", &master, "--mode", "partition", "--from", &peer]);
+    let report = assert_never_two_holders(checker);
+    assert_eq!(
+        report["address_changes"].as_array().unwrap().len(),
+        1,
+        "the address never moved: {report}"
+    );
+    assert_eq!(only_master(&status()).as_deref(), Some(master.as_str()));
+    lab_ok(&["heal"]);
+}
+
+/// Two mail nodes and a witness survive the loss of the master's link.
+#[test]
+fn two_nodes_and_a_witness_survive_a_partition_of_the_master() {
+    let _lab = Lab::exclusive();
+    let (old, new) = fault_the_master_and_check(
+        &["up", "--nodes", "2", "--witness", "1"],
+        &["--mode", "partition"],
+    );
+    wait_for(
+        "the cut-off node to drop the floating IP",
+        FAILOVER_WAIT,
+        || (!holds_address(&format!("mh-{old}"), "10.77.0.100")).then_some(()),
+    );
+    heal_and_check(&old, &new);
+}
