@@ -14,6 +14,8 @@ packages=(
     ca-certificates pkg-config gcc jq
     # The mariadb probe's tests start a mariadbd of their own.
     mariadb-server
+    # `mailherd render keepalived` output is checked with `keepalived -t`.
+    keepalived
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -28,8 +30,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The Debian packages start their daemons where policy allows; the lab runs
 # its own per-node instances, so the host's must not hold ports 25 and 143;
-# the tests run their own mariadbd, so the host's is not needed either.
-for unit in postfix dovecot mariadb; do
+# the tests run their own mariadbd, so the host's is not needed either, and
+# keepalived is only needed for `keepalived -t` (a running one would move
+# addresses on the host).
+for unit in postfix dovecot mariadb keepalived; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
         systemctl stop "$unit" || true
     fi

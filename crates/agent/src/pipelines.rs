@@ -49,12 +49,16 @@ impl Drivers {
         let floating_ip = match &config.floating_ip {
             Some(section) => Some(Arc::from(mailherd_drivers::floating_ip_from_config(
                 section,
+                config.hetzner.as_ref(),
             )?)),
             None => None,
         };
         let mut volumes = Vec::new();
         for section in &config.volumes {
-            let driver: Arc<dyn Volume> = Arc::from(mailherd_drivers::volume_from_config(section)?);
+            let driver: Arc<dyn Volume> = Arc::from(mailherd_drivers::volume_from_config(
+                section,
+                config.hetzner.as_ref(),
+            )?);
             volumes.push((
                 section.name.clone(),
                 driver,
@@ -169,9 +173,11 @@ async fn run_promotion_step(
     match step {
         Step::AcquireAddress => match &drivers.floating_ip {
             Some(fip) => {
+                // A cloud driver bounds its API part itself; the step
+                // leaves it that long on top of the local work.
                 with_timeout(
                     "acquiring the floating IP",
-                    ADDRESS_STEP_TIMEOUT,
+                    ADDRESS_STEP_TIMEOUT + fip.api_budget(),
                     fip.acquire(),
                 )
                 .await
@@ -182,7 +188,7 @@ async fn run_promotion_step(
             Some((_, driver, wait)) => {
                 with_timeout(
                     "attaching the volume",
-                    *wait + Duration::from_secs(1),
+                    *wait + Duration::from_secs(1) + driver.api_budget(),
                     driver.attach(*wait),
                 )
                 .await
@@ -228,6 +234,16 @@ async fn run_promotion_step(
     }
 }
 
+/// How long the cloud API took in the move `step` just made (the floating
+/// IP's assign, a volume's detach and attach), for the promotion record.
+fn cloud_api_ms(drivers: &Drivers, step: &Step) -> Option<u64> {
+    match step {
+        Step::AcquireAddress => drivers.floating_ip.as_ref()?.last_api_ms(),
+        Step::AttachVolume { volume } => drivers.volume(volume)?.1.last_api_ms(),
+        _ => None,
+    }
+}
+
 /// Runs the promotion pipeline for `epoch`. Stops at the first failed stage;
 /// the caller then demotes (which undoes whatever was done).
 pub async fn promote(
@@ -245,12 +261,13 @@ pub async fn promote(
         }))
         .await;
         for (step, duration_ms, result) in &results {
+            let api_ms = cloud_api_ms(drivers, step);
             if let Err(error) = result {
-                tracing::warn!(step = %step.name(), %error, "promotion step failed");
+                tracing::warn!(step = %step.name(), %error, ?api_ms, "promotion step failed");
             } else {
-                tracing::info!(step = %step.name(), duration_ms, "promotion step done");
+                tracing::info!(step = %step.name(), duration_ms, ?api_ms, "promotion step done");
             }
-            recorder.record(step, *duration_ms, result);
+            recorder.record_with_api_ms(step, *duration_ms, api_ms, result);
         }
         if recorder.first_error().is_some() {
             break;

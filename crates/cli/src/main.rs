@@ -4,7 +4,19 @@
 //! calls into the library crates.
 //!
 //! Exit codes: 0 success; 1 an error (the message says what and where);
-//! 2 a usage error (from the argument parser).
+//! 2 a usage error (from the argument parser). `mailherd check` has its
+//! own: 0 fit for the role, 1 degraded, 2 down or not ready (and when it
+//! cannot check at all).
+//!
+//! # Layout
+//! - this file: the commands, the agent, `status` and the control commands;
+//! - [`check`]: `mailherd check`, the node's fitness for its role;
+//! - [`notify`]: `mailherd notify`, keepalived's notify handler;
+//! - [`render`]: `mailherd render keepalived`.
+
+mod check;
+mod notify;
+mod render;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -79,6 +91,26 @@ enum Command {
         #[command(subcommand)]
         command: TlsCommand,
     },
+    /// Probe every check once and say whether this node is fit for its
+    /// role: exit 0 fit, 1 degraded, 2 down or not ready (a keepalived
+    /// track script).
+    Check(check::CheckArgs),
+    /// keepalived's notify handler: `notify TYPE NAME STATE PRIORITY`
+    /// runs the promotion (MASTER) or demotion (BACKUP, FAULT, STOP)
+    /// pipeline.
+    Notify(notify::NotifyArgs),
+    /// Write configuration for other programs, matching this node's config.
+    Render {
+        #[command(subcommand)]
+        command: RenderCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RenderCommand {
+    /// keepalived.conf: the floating IP's vrrp_instance, `mailherd check`
+    /// as its track script, `mailherd notify` as its notify script.
+    Keepalived(render::KeepalivedArgs),
 }
 
 #[derive(Subcommand)]
@@ -162,6 +194,11 @@ fn main() -> ExitCode {
             command: BreakerCommand::Reset { target },
         } => control(&target, "/v1/breaker/reset", serde_json::json!({})),
         Command::Tls { command } => tls(command),
+        Command::Check(args) => return check::run(&args),
+        Command::Notify(args) => notify::run(&args),
+        Command::Render {
+            command: RenderCommand::Keepalived(args),
+        } => render::keepalived(&args),
     };
     match result {
         Ok(code) => code,

@@ -9,9 +9,12 @@
 //! # Layout
 //! - this file: the typed schema;
 //! - [`validate`]: cross-field checks;
-//! - [`locate`]: maps a dotted key back to its line in the source text.
+//! - [`locate`]: maps a dotted key back to its line in the source text;
+//! - [`preset`]: `[preset]` (mailcow, classic) expanded into the services
+//!   driver and checks it stands for.
 
 pub mod locate;
+pub mod preset;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -20,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use preset::{PresetName, PresetSection};
 pub use validate::{Problem, Problems};
 
 /// The default place of the config file.
@@ -39,6 +43,11 @@ pub struct Config {
     pub floating_ip: Option<FloatingIpSection>,
     #[serde(default)]
     pub volumes: Vec<VolumeSection>,
+    /// A whole stack's services driver and checks in a few lines
+    /// (mailcow, classic); what `[services]` and `[[checks]]` say wins.
+    /// Already expanded into `services` and `checks` in a parsed config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<PresetSection>,
     #[serde(default)]
     pub services: Option<ServicesSection>,
     #[serde(default)]
@@ -51,6 +60,10 @@ pub struct Config {
     /// hold the role (a killed or frozen agent).
     #[serde(default)]
     pub watchdog: WatchdogSection,
+    /// The Hetzner Cloud API, for `driver = "hetzner"` floating IPs and
+    /// volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hetzner: Option<HetznerSection>,
 }
 
 /// Who this node is.
@@ -260,10 +273,15 @@ impl TlsSection {
 #[serde(deny_unknown_fields)]
 pub struct FloatingIpSection {
     pub driver: FloatingIpDriver,
-    /// Address with prefix length, e.g. `10.77.0.100/24`.
+    /// Address with prefix length, e.g. `10.77.0.100/24`; for `hetzner`
+    /// the floating IP itself (`/32` is implied), which must be the one the
+    /// API shows for `floating_ip_id`.
     pub address: String,
     /// Interface the address is added to.
     pub interface: String,
+    /// `hetzner`: the floating IP's id in the Hetzner Cloud project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floating_ip_id: Option<u64>,
     /// Gratuitous ARP refresh period while master; 0 turns refresh off.
     #[serde(default = "default_garp_refresh_ms")]
     pub garp_refresh_ms: u64,
@@ -276,7 +294,11 @@ fn default_garp_refresh_ms() -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FloatingIpDriver {
+    /// Netlink add/remove and gratuitous ARP on a shared segment.
     Local,
+    /// Assigned to this server through the Hetzner Cloud API, then added
+    /// locally as a /32.
+    Hetzner,
 }
 
 /// A volume the master mounts.
@@ -285,8 +307,13 @@ pub enum FloatingIpDriver {
 pub struct VolumeSection {
     pub name: String,
     pub driver: VolumeDriver,
-    /// Block device, e.g. `/dev/loop7` or `/dev/disk/by-id/...`.
-    pub device: PathBuf,
+    /// Block device, e.g. `/dev/loop7` or `/dev/disk/by-id/...` (`local`
+    /// only: a `hetzner` volume's device is the API's `linux_device`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<PathBuf>,
+    /// `hetzner`: the volume's id in the Hetzner Cloud project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<u64>,
     pub mount_point: PathBuf,
     #[serde(default = "default_fs_type")]
     pub fs_type: String,
@@ -308,33 +335,189 @@ fn default_device_wait_ms() -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VolumeDriver {
+    /// A block device that is simply present on the master.
     Local,
+    /// Detached from whichever server holds it (the fence) and attached to
+    /// this one through the Hetzner Cloud API.
+    Hetzner,
+}
+
+/// `[hetzner]`: how the `hetzner` drivers reach the Hetzner Cloud API and
+/// which server this node is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HetznerSection {
+    /// The API root, with its version (a simulator's in the lab).
+    #[serde(default = "default_hetzner_api_url")]
+    pub api_url: String,
+    /// A file holding the API token (mode 0600). Without it the token comes
+    /// from the environment variable `HCLOUD_TOKEN`. Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// This server's id. Without it the agent asks the metadata service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<u64>,
+    /// The metadata service root (asked only without `server_id`).
+    #[serde(default = "default_hetzner_metadata_url")]
+    pub metadata_url: String,
+    /// How long one action (assign, attach, detach) may run before the
+    /// move fails.
+    #[serde(default = "default_hetzner_action_timeout_ms")]
+    pub action_timeout_ms: u64,
+    /// How often a running action is polled (the official client: 500 ms).
+    #[serde(default = "default_hetzner_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+}
+
+/// The public Hetzner Cloud API.
+pub const DEFAULT_HETZNER_API_URL: &str = "https://api.hetzner.cloud/v1";
+/// The metadata service of a Hetzner Cloud server.
+pub const DEFAULT_HETZNER_METADATA_URL: &str = "http://169.254.169.254";
+
+fn default_hetzner_api_url() -> String {
+    DEFAULT_HETZNER_API_URL.to_string()
+}
+
+fn default_hetzner_metadata_url() -> String {
+    DEFAULT_HETZNER_METADATA_URL.to_string()
+}
+
+fn default_hetzner_action_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_hetzner_poll_interval_ms() -> u64 {
+    500
+}
+
+impl HetznerSection {
+    /// A section with every default, for `server_id` (tests, the lab).
+    pub fn new(api_url: impl Into<String>) -> HetznerSection {
+        HetznerSection {
+            api_url: api_url.into(),
+            token_file: None,
+            server_id: None,
+            metadata_url: default_hetzner_metadata_url(),
+            action_timeout_ms: default_hetzner_action_timeout_ms(),
+            poll_interval_ms: default_hetzner_poll_interval_ms(),
+        }
+    }
 }
 
 /// How the mail stack is started and stopped.
+///
+/// The keys after `driver` apply to some drivers only; validation refuses a
+/// key the driver does not use. Driver-specific keys are optional in the
+/// type so that a missing one is reported with the file, line and key; the
+/// accessors below give their defaults.
+///
+/// | driver | needs | may have |
+/// | --- | --- | --- |
+/// | `command` | `start`, `stop`, `status` | `kill` |
+/// | `systemd` | `units` | `systemctl` |
+/// | `compose` | `project`, `compose_file` | `compose_command`, `docker_socket` |
+///
+/// `start_timeout_ms`, `stop_timeout_ms` and `env` apply to every driver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServicesSection {
     pub driver: ServicesDriver,
     /// argv of the start command (`command` driver).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub start: Vec<String>,
     /// argv of the stop command.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
     /// argv of a status command: exit 0 means running.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub status: Vec<String>,
     /// argv run after a stop that timed out, to kill what is left.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kill: Vec<String>,
     #[serde(default = "default_start_timeout_ms")]
     pub start_timeout_ms: u64,
     #[serde(default = "default_stop_timeout_ms")]
     pub stop_timeout_ms: u64,
     /// Extra environment for the commands.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+
+    /// systemd: the units of the stack, started in this order, e.g.
+    /// `["postfix.service", "dovecot.service"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
+    /// systemd: the `systemctl` program (default `systemctl`, found on
+    /// `PATH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemctl: Option<PathBuf>,
+
+    /// compose: the compose project name (`-p`), e.g. mailcow's
+    /// `mailcowdockerized` (`COMPOSE_PROJECT_NAME` in mailcow.conf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// compose: the compose file (`-f`); a `docker-compose.override.yml`
+    /// beside it is used too, as compose does on its own. The commands run
+    /// in its directory, so its `.env` is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose_file: Option<PathBuf>,
+    /// compose: the compose program as an argv prefix, e.g.
+    /// `["docker", "compose"]` or `["docker-compose"]`. Default: `docker
+    /// compose` when `docker compose version` works, else `docker-compose`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compose_command: Vec<String>,
+    /// compose: the Docker Engine API socket (default
+    /// `/var/run/docker.sock`), read for the containers' state and used to
+    /// kill them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_socket: Option<PathBuf>,
+}
+
+/// The `systemctl` of a systemd driver without `systemctl`.
+pub const DEFAULT_SYSTEMCTL: &str = "systemctl";
+
+impl ServicesSection {
+    /// A section for `driver` with the default timeouts and nothing else
+    /// set; set the driver's keys with struct update syntax.
+    pub fn new(driver: ServicesDriver) -> ServicesSection {
+        ServicesSection {
+            driver,
+            start: Vec::new(),
+            stop: Vec::new(),
+            status: Vec::new(),
+            kill: Vec::new(),
+            start_timeout_ms: default_start_timeout_ms(),
+            stop_timeout_ms: default_stop_timeout_ms(),
+            env: BTreeMap::new(),
+            units: Vec::new(),
+            systemctl: None,
+            project: None,
+            compose_file: None,
+            compose_command: Vec::new(),
+            docker_socket: None,
+        }
+    }
+
+    /// The `systemctl` program (`systemctl`, default `systemctl`).
+    pub fn systemctl_program(&self) -> PathBuf {
+        self.systemctl
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SYSTEMCTL))
+    }
+
+    /// The Docker Engine socket (`docker_socket`, default
+    /// [`DEFAULT_DOCKER_SOCKET`]).
+    pub fn docker_socket_path(&self) -> PathBuf {
+        self.docker_socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKER_SOCKET))
+    }
+}
+
+impl Default for ServicesSection {
+    /// A `command` section with nothing set (which does not validate).
+    fn default() -> Self {
+        ServicesSection::new(ServicesDriver::Command)
+    }
 }
 
 fn default_start_timeout_ms() -> u64 {
@@ -348,7 +531,24 @@ fn default_stop_timeout_ms() -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServicesDriver {
+    /// Operator-given argv lists for start, stop, status and kill.
     Command,
+    /// `systemctl start|stop|kill|is-active` on a list of units.
+    Systemd,
+    /// `docker compose -p P -f FILE up -d` / `down`, state from the Docker
+    /// Engine API (mailcow).
+    Compose,
+}
+
+impl ServicesDriver {
+    /// The name written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServicesDriver::Command => "command",
+            ServicesDriver::Systemd => "systemd",
+            ServicesDriver::Compose => "compose",
+        }
+    }
 }
 
 /// One health check of the mail stack.
@@ -677,11 +877,14 @@ impl Config {
     }
 
     /// Parses and validates `text`; `path` is only used in messages.
+    /// A `[preset]` is expanded after validation (see [`preset::expand`]),
+    /// so problems are reported against what the file says.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Problems> {
-        let config: Config =
+        let mut config: Config =
             toml::from_str(text).map_err(|error| Problems::from_parse_error(path, text, &error))?;
         let problems = validate::validate(&config, path, text);
         if problems.is_empty() {
+            preset::expand(&mut config);
             Ok(config)
         } else {
             Err(problems)

@@ -9,8 +9,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
+mod services;
+
 use crate::locate;
-use crate::{CheckKind, CheckSection, Config, MemberRole, ServicesDriver, WatchdogMode};
+use crate::{
+    CheckKind, CheckSection, Config, FloatingIpDriver, HetznerSection, MemberRole, VolumeDriver,
+    WatchdogMode,
+};
 
 /// One thing wrong with a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,8 +297,37 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
 
     // Floating IP.
     if let Some(fip) = &config.floating_ip {
-        if let Err(error) = parse_cidr(&fip.address) {
-            c.push("floating_ip.address", error);
+        match fip.driver {
+            FloatingIpDriver::Local => {
+                if let Err(error) = parse_cidr(&fip.address) {
+                    c.push("floating_ip.address", error);
+                }
+                if fip.floating_ip_id.is_some() {
+                    c.push(
+                        "floating_ip.floating_ip_id",
+                        "only the hetzner driver uses it (driver is \"local\")",
+                    );
+                }
+            }
+            FloatingIpDriver::Hetzner => {
+                if let Err(error) = parse_hetzner_address(&fip.address) {
+                    c.push("floating_ip.address", error);
+                }
+                match fip.floating_ip_id {
+                    None => c.push(
+                        "floating_ip.floating_ip_id",
+                        "missing: driver \"hetzner\" needs the floating IP's id in the project",
+                    ),
+                    Some(0) => c.push("floating_ip.floating_ip_id", "must be 1 or more"),
+                    Some(_) => {}
+                }
+                if config.hetzner.is_none() {
+                    c.push(
+                        "floating_ip.driver",
+                        "driver \"hetzner\" needs a [hetzner] section (api_url, token_file, server_id)",
+                    );
+                }
+            }
         }
         if fip.interface.is_empty() || fip.interface.len() > 15 {
             c.push(
@@ -313,8 +347,47 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
                 format!("`{}` is used by another volume", volume.name),
             );
         }
-        if !volume.device.is_absolute() {
-            c.push(format!("volumes[{i}].device"), "must be an absolute path");
+        match volume.driver {
+            VolumeDriver::Local => {
+                match &volume.device {
+                    None => c.push(
+                        format!("volumes[{i}].device"),
+                        "missing: driver \"local\" needs the block device",
+                    ),
+                    Some(device) if !device.is_absolute() => {
+                        c.push(format!("volumes[{i}].device"), "must be an absolute path")
+                    }
+                    Some(_) => {}
+                }
+                if volume.volume_id.is_some() {
+                    c.push(
+                        format!("volumes[{i}].volume_id"),
+                        "only the hetzner driver uses it (driver is \"local\")",
+                    );
+                }
+            }
+            VolumeDriver::Hetzner => {
+                match volume.volume_id {
+                    None => c.push(
+                        format!("volumes[{i}].volume_id"),
+                        "missing: driver \"hetzner\" needs the volume's id in the project",
+                    ),
+                    Some(0) => c.push(format!("volumes[{i}].volume_id"), "must be 1 or more"),
+                    Some(_) => {}
+                }
+                if volume.device.is_some() {
+                    c.push(
+                        format!("volumes[{i}].device"),
+                        "a hetzner volume's device is the API's linux_device; remove this key",
+                    );
+                }
+                if config.hetzner.is_none() {
+                    c.push(
+                        format!("volumes[{i}].driver"),
+                        "driver \"hetzner\" needs a [hetzner] section (api_url, token_file, server_id)",
+                    );
+                }
+            }
         }
         if !volume.mount_point.is_absolute() {
             c.push(
@@ -329,28 +402,15 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
         }
     }
 
-    // Services.
-    if let Some(services) = &config.services {
-        match services.driver {
-            ServicesDriver::Command => {
-                for (argv, key) in [
-                    (&services.start, "services.start"),
-                    (&services.stop, "services.stop"),
-                    (&services.status, "services.status"),
-                ] {
-                    if argv.is_empty() || argv[0].is_empty() {
-                        c.push(key, "the command driver needs this command (an argv list)");
-                    }
-                }
-            }
-        }
-        if services.start_timeout_ms == 0 {
-            c.push("services.start_timeout_ms", "must be above 0");
-        }
-        if services.stop_timeout_ms == 0 {
-            c.push("services.stop_timeout_ms", "must be above 0");
-        }
+    if let Some(hetzner) = &config.hetzner {
+        validate_hetzner(&mut c, hetzner);
     }
+
+    // Services and preset.
+    if let Some(section) = &config.services {
+        services::validate_services(&mut c, section);
+    }
+    services::validate_preset(&mut c, config);
 
     // Checks.
     let mut check_names = BTreeSet::new();
@@ -689,6 +749,68 @@ fn validate_check_keys(c: &mut Collector<'_>, i: usize, check: &CheckSection) {
         if let Some(path) = path {
             require_absolute(c, key(name), path);
         }
+    }
+}
+
+/// A hetzner floating IP: an IPv4 address, written bare or as `/32` (it
+/// is added as a /32, the way Hetzner routes it).
+fn parse_hetzner_address(text: &str) -> Result<(), String> {
+    let (address, prefix) = match text.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (text, None),
+    };
+    let address: IpAddr = address
+        .parse()
+        .map_err(|_| format!("`{address}` is not an IP address"))?;
+    if !address.is_ipv4() {
+        return Err(format!(
+            "`{address}`: the hetzner driver moves IPv4 floating IPs only"
+        ));
+    }
+    match prefix {
+        None | Some("32") => Ok(()),
+        Some(prefix) => Err(format!(
+            "a hetzner floating IP is added as /32, not /{prefix} (write `{address}` or `{address}/32`)"
+        )),
+    }
+}
+
+fn validate_hetzner(c: &mut Collector<'_>, hetzner: &HetznerSection) {
+    for (url, key) in [
+        (&hetzner.api_url, "hetzner.api_url"),
+        (&hetzner.metadata_url, "hetzner.metadata_url"),
+    ] {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        match rest {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {}
+            _ => c.push(
+                key,
+                format!("must be an http:// or https:// URL with a host (got {url:?})"),
+            ),
+        }
+    }
+    if let Some(path) = &hetzner.token_file {
+        require_absolute(c, "hetzner.token_file".to_string(), path);
+    }
+    if hetzner.server_id == Some(0) {
+        c.push("hetzner.server_id", "must be 1 or more");
+    }
+    if hetzner.action_timeout_ms == 0 {
+        c.push("hetzner.action_timeout_ms", "must be above 0");
+    }
+    if hetzner.poll_interval_ms == 0 {
+        c.push("hetzner.poll_interval_ms", "must be above 0");
+    } else if hetzner.poll_interval_ms >= hetzner.action_timeout_ms && hetzner.action_timeout_ms > 0
+    {
+        c.push(
+            "hetzner.poll_interval_ms",
+            format!(
+                "must be below action_timeout_ms ({} >= {}): an action would be polled once at most",
+                hetzner.poll_interval_ms, hetzner.action_timeout_ms
+            ),
+        );
     }
 }
 

@@ -227,3 +227,215 @@ fn a_watchdog_that_cannot_protect_the_lease_is_refused() {
     ))
     .unwrap();
 }
+
+/// The example with its floating IP and volume moved to the hetzner
+/// drivers; `[hetzner]` is appended by the cases.
+fn hetzner_example() -> String {
+    EXAMPLE
+        .replacen(
+            "driver = \"local\"\naddress = \"192.0.2.100/24\"",
+            "driver = \"hetzner\"\nfloating_ip_id = 41\naddress = \"192.0.2.100\"",
+            1,
+        )
+        .replacen(
+            "driver = \"local\"\ndevice = \"/dev/disk/by-id/scsi-0SHARED_mail\"",
+            "driver = \"hetzner\"\nvolume_id = 7",
+            1,
+        )
+}
+
+const HETZNER_SECTION: &str =
+    "\n[hetzner]\ntoken_file = \"/etc/mailherd/hcloud-token\"\nserver_id = 3\n";
+
+/// The problem about `key` in `text`, as `(line, message)`; checks the
+/// `node.toml:LINE: KEY: ` rendering too.
+fn problem_about(text: &str, key: &str) -> (usize, String) {
+    let problems = parse(text).expect_err("the config must be refused");
+    let found = problems
+        .0
+        .iter()
+        .find(|p| p.key == key)
+        .unwrap_or_else(|| panic!("no problem for {key}; got:\n{problems}"));
+    let line = found.line.expect("a line");
+    assert!(found
+        .to_string()
+        .starts_with(&format!("node.toml:{line}: {key}: ")));
+    (line, found.message.clone())
+}
+
+/// The 1-based line of the first line of `text` that starts with `start`.
+fn line_starting(text: &str, start: &str) -> usize {
+    text.lines()
+        .position(|line| line.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starts with {start:?}"))
+        + 1
+}
+
+#[test]
+fn hetzner_drivers_with_a_hetzner_section_are_valid_with_defaults() {
+    let text = format!("{}{HETZNER_SECTION}", hetzner_example());
+    let config = parse(&text).unwrap_or_else(|p| panic!("{p}"));
+    let fip = config.floating_ip.unwrap();
+    assert_eq!(fip.driver, mailherd_config::FloatingIpDriver::Hetzner);
+    assert_eq!(fip.floating_ip_id, Some(41));
+    assert_eq!(config.volumes[0].volume_id, Some(7));
+    assert_eq!(config.volumes[0].device, None);
+    let hetzner = config.hetzner.unwrap();
+    assert_eq!(hetzner.api_url, "https://api.hetzner.cloud/v1");
+    assert_eq!(hetzner.metadata_url, "http://169.254.169.254");
+    assert_eq!(hetzner.server_id, Some(3));
+    assert_eq!(hetzner.action_timeout_ms, 60_000);
+    assert_eq!(hetzner.poll_interval_ms, 500);
+
+    // Without server_id (the metadata service) and token_file (HCLOUD_TOKEN).
+    let text = format!("{}\n[hetzner]\n", hetzner_example());
+    let config = parse(&text).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(config.hetzner.unwrap().server_id, None);
+
+    // A /32 is what the driver adds anyway.
+    let text = format!("{}{HETZNER_SECTION}", hetzner_example()).replacen(
+        "address = \"192.0.2.100\"",
+        "address = \"192.0.2.100/32\"",
+        1,
+    );
+    parse(&text).unwrap_or_else(|p| panic!("{p}"));
+}
+
+#[test]
+fn a_hetzner_driver_without_a_hetzner_section_names_the_driver_key() {
+    let text = hetzner_example();
+    let (line, message) = problem_about(&text, "floating_ip.driver");
+    assert_eq!(line, 38);
+    assert!(message.contains("[hetzner]"), "{message}");
+    let (line, message) = problem_about(&text, "volumes[0].driver");
+    assert_eq!(line, 45);
+    assert!(message.contains("[hetzner]"), "{message}");
+}
+
+#[test]
+fn broken_hetzner_settings_name_file_line_and_key() {
+    let base = format!("{}{HETZNER_SECTION}", hetzner_example());
+    let cases: &[(&str, &str, &str, &str, &str)] = &[
+        // (from, to, key, line starting with, needle)
+        (
+            "floating_ip_id = 41\n",
+            "",
+            "floating_ip.floating_ip_id",
+            "[floating_ip]",
+            "missing",
+        ),
+        (
+            "floating_ip_id = 41",
+            "floating_ip_id = 0",
+            "floating_ip.floating_ip_id",
+            "floating_ip_id",
+            "1 or more",
+        ),
+        (
+            "address = \"192.0.2.100\"",
+            "address = \"192.0.2.100/24\"",
+            "floating_ip.address",
+            "address = \"192.0.2.100/24\"",
+            "/32",
+        ),
+        (
+            "address = \"192.0.2.100\"",
+            "address = \"2001:db8::1\"",
+            "floating_ip.address",
+            "address = \"2001:db8::1\"",
+            "IPv4",
+        ),
+        (
+            "volume_id = 7\n",
+            "",
+            "volumes[0].volume_id",
+            "[[volumes]]",
+            "missing",
+        ),
+        (
+            "volume_id = 7",
+            "volume_id = 7\ndevice = \"/dev/sdb\"",
+            "volumes[0].device",
+            "device = \"/dev/sdb\"",
+            "linux_device",
+        ),
+        (
+            "server_id = 3",
+            "server_id = 0",
+            "hetzner.server_id",
+            "server_id = 0",
+            "1 or more",
+        ),
+        (
+            "token_file = \"/etc/mailherd/hcloud-token\"",
+            "token_file = \"hcloud-token\"",
+            "hetzner.token_file",
+            "token_file = \"hcloud-token\"",
+            "absolute",
+        ),
+        (
+            "server_id = 3",
+            "server_id = 3\napi_url = \"ftp://api\"",
+            "hetzner.api_url",
+            "api_url",
+            "http://",
+        ),
+        (
+            "server_id = 3",
+            "server_id = 3\nmetadata_url = \"http://\"",
+            "hetzner.metadata_url",
+            "metadata_url",
+            "host",
+        ),
+        (
+            "server_id = 3",
+            "server_id = 3\naction_timeout_ms = 0",
+            "hetzner.action_timeout_ms",
+            "action_timeout_ms",
+            "above 0",
+        ),
+        (
+            "server_id = 3",
+            "server_id = 3\naction_timeout_ms = 1000\npoll_interval_ms = 1000",
+            "hetzner.poll_interval_ms",
+            "poll_interval_ms",
+            "below action_timeout_ms",
+        ),
+        (
+            "server_id = 3",
+            "server_id = \"three\"",
+            "hetzner.server_id",
+            "server_id",
+            "expected u64",
+        ),
+    ];
+    for (from, to, key, line_start, needle) in cases {
+        assert!(base.contains(from), "the hetzner example lacks {from:?}");
+        let text = base.replacen(from, to, 1);
+        let (line, message) = problem_about(&text, key);
+        assert_eq!(
+            line,
+            line_starting(&text, line_start),
+            "line of {key} after {from:?} -> {to:?}"
+        );
+        assert!(
+            message.contains(needle),
+            "{key}: {message:?} lacks {needle:?}"
+        );
+    }
+}
+
+#[test]
+fn local_drivers_refuse_the_hetzner_ids_and_need_a_device() {
+    let text = EXAMPLE.replacen(
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nfloating_ip_id = 4",
+        1,
+    );
+    let (_, message) = problem_about(&text, "floating_ip.floating_ip_id");
+    assert!(message.contains("only the hetzner driver"), "{message}");
+    let text = EXAMPLE.replacen("device = \"/dev/disk/by-id/scsi-0SHARED_mail\"\n", "", 1);
+    let (line, message) = problem_about(&text, "volumes[0].device");
+    assert_eq!(line, 42);
+    assert!(message.contains("missing"), "{message}");
+}

@@ -127,11 +127,24 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn record(&mut self, step: &Step, duration_ms: u64, result: &Result<(), String>) {
+        self.record_with_api_ms(step, duration_ms, None, result);
+    }
+
+    /// [`Recorder::record`] for a step that moved a cloud resource, with
+    /// the part of its time the cloud API took.
+    pub fn record_with_api_ms(
+        &mut self,
+        step: &Step,
+        duration_ms: u64,
+        api_ms: Option<u64>,
+        result: &Result<(), String>,
+    ) {
         self.steps.push(StepRecord {
             name: step.name(),
             ok: result.is_ok(),
             duration_ms,
             error: result.as_ref().err().cloned(),
+            api_ms,
         });
     }
 

@@ -132,6 +132,10 @@ pub struct StepRecord {
     pub ok: bool,
     pub duration_ms: u64,
     pub error: Option<String>,
+    /// How much of `duration_ms` the cloud API took (a Hetzner assign or
+    /// detach-and-attach); absent for steps without a cloud API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_ms: Option<u64>,
 }
 
 /// How a promotion ended.

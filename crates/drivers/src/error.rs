@@ -132,6 +132,30 @@ pub enum DriverError {
         stderr_tail: String,
     },
 
+    /// A cloud API move failed: which resource, which step, why (the
+    /// client's error names the request, never the token), and what had
+    /// been done before, so a half-done move is never reported as nothing.
+    #[error("{resource}: {step} failed: {reason}{}", done_suffix(done))]
+    Cloud {
+        resource: String,
+        step: String,
+        reason: String,
+        /// The steps that did succeed before, in order.
+        done: Vec<String>,
+    },
+
+    /// A Docker Engine API request failed (the `compose` driver).
+    #[error("Docker Engine at {}: {doing}: {reason}", socket.display())]
+    DockerApi {
+        socket: PathBuf,
+        doing: String,
+        reason: String,
+    },
+
+    /// Containers still run after they were killed.
+    #[error("containers of compose project {project} still run after the kill: {containers}")]
+    ContainersLeft { project: String, containers: String },
+
     /// Something did not finish in time.
     #[error("{what} did not finish within {after_ms} ms")]
     Timeout { what: String, after_ms: u64 },
@@ -143,6 +167,14 @@ pub enum DriverError {
         stop: Box<DriverError>,
         kill: Box<DriverError>,
     },
+}
+
+fn done_suffix(done: &[String]) -> String {
+    if done.is_empty() {
+        String::new()
+    } else {
+        format!(" (done before: {})", done.join(", "))
+    }
 }
 
 fn stderr_suffix(stderr_tail: &str) -> String {

@@ -15,10 +15,14 @@
 //! # Layout
 //! - [`error`] holds [`DriverError`];
 //! - [`floating_ip`]: the [`FloatingIp`] trait and its drivers
-//!   ([`floating_ip::local`]: netlink + gratuitous ARP);
-//! - [`volume`]: the [`Volume`] trait and its drivers ([`volume::local`]),
+//!   ([`floating_ip::local`]: netlink + gratuitous ARP;
+//!   [`floating_ip::hetzner`]: Hetzner Cloud assign, then the /32 locally);
+//! - [`volume`]: the [`Volume`] trait and its drivers ([`volume::local`];
+//!   [`volume::hetzner`]: detach elsewhere, attach here, then as local),
 //!   with mounting ([`volume::mount`]) and the epoch fence
 //!   ([`volume::epoch`]);
+//! - [`hetzner`]: the Hetzner Cloud API as both `hetzner` drivers use it
+//!   (client from `[hetzner]`, this server's id, bounded and timed moves);
 //! - [`services`]: the [`Services`] trait and its drivers
 //!   ([`services::command`]), with bounded command runs
 //!   ([`services::process`]);
@@ -29,6 +33,7 @@
 
 pub mod error;
 pub mod floating_ip;
+pub mod hetzner;
 pub mod services;
 pub mod suite;
 pub mod volume;

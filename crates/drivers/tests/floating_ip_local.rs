@@ -55,12 +55,16 @@ impl Segment {
     }
 
     fn driver(&self, address: &str, interface: &str) -> Box<dyn FloatingIp> {
-        floating_ip_from_config(&FloatingIpSection {
-            driver: FloatingIpDriver::Local,
-            address: address.to_string(),
-            interface: interface.to_string(),
-            garp_refresh_ms: 1_000,
-        })
+        floating_ip_from_config(
+            &FloatingIpSection {
+                driver: FloatingIpDriver::Local,
+                address: address.to_string(),
+                interface: interface.to_string(),
+                garp_refresh_ms: 1_000,
+                floating_ip_id: None,
+            },
+            None,
+        )
         .expect("driver from config")
     }
 

@@ -85,6 +85,7 @@ impl Stack {
                 "STACK_DIR".to_string(),
                 self.directory.path().display().to_string(),
             )]),
+            ..ServicesSection::default()
         }
     }
 

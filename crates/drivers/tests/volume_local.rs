@@ -17,7 +17,8 @@ fn section(device: &Path, mount_point: &Path, fs_type: &str, options: &str) -> V
     VolumeSection {
         name: "mail".to_string(),
         driver: VolumeDriver::Local,
-        device: device.to_path_buf(),
+        device: Some(device.to_path_buf()),
+        volume_id: None,
         mount_point: mount_point.to_path_buf(),
         fs_type: fs_type.to_string(),
         mount_options: options.to_string(),
@@ -26,7 +27,7 @@ fn section(device: &Path, mount_point: &Path, fs_type: &str, options: &str) -> V
 }
 
 fn driver(device: &Path, mount_point: &Path) -> Box<dyn Volume> {
-    volume_from_config(&section(device, mount_point, "ext4", "noatime")).expect("driver")
+    volume_from_config(&section(device, mount_point, "ext4", "noatime"), None).expect("driver")
 }
 
 /// Whether the mount table at `mountinfo_path` has something on `mount_point`.
@@ -170,8 +171,8 @@ fn mount_with_the_wrong_fs_type_names_device_mount_point_and_errno() {
     let loop_device = LoopDevice::new_ext4();
     let directory = tempfile::tempdir().unwrap();
     let mount_point = directory.path().join("vmail");
-    let volume =
-        volume_from_config(&section(loop_device.path(), &mount_point, "xfs", "")).expect("driver");
+    let volume = volume_from_config(&section(loop_device.path(), &mount_point, "xfs", ""), None)
+        .expect("driver");
     in_private_mount_namespace(|| {
         match block_on(volume.mount()) {
             Err(error @ DriverError::Mount { .. }) => {
@@ -197,8 +198,11 @@ fn a_read_only_mount_fails_the_writable_check() {
     let loop_device = LoopDevice::new_ext4();
     let directory = tempfile::tempdir().unwrap();
     let mount_point = directory.path().join("vmail");
-    let volume = volume_from_config(&section(loop_device.path(), &mount_point, "ext4", "ro"))
-        .expect("driver");
+    let volume = volume_from_config(
+        &section(loop_device.path(), &mount_point, "ext4", "ro"),
+        None,
+    )
+    .expect("driver");
     in_private_mount_namespace(|| {
         block_on(async {
             match volume.mount().await {

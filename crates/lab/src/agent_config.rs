@@ -8,9 +8,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use anyhow::{Context, Result};
 use mailherd_config::{
-    ApiSection, ClusterSection, Config, FloatingIpDriver, FloatingIpSection, Member, MemberRole,
-    NodeSection, TimingProfile, TlsSection, VolumeDriver, VolumeSection, WatchdogDriver,
-    WatchdogMode, WatchdogSection,
+    ApiSection, ClusterSection, Config, FloatingIpDriver, FloatingIpSection, HetznerSection,
+    Member, MemberRole, NodeSection, TimingProfile, TlsSection, VolumeDriver, VolumeSection,
+    WatchdogDriver, WatchdogMode, WatchdogSection,
 };
 
 use crate::state::{LabState, NodeState};
@@ -65,6 +65,8 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         },
         floating_ip: None,
         volumes: Vec::new(),
+        preset: None,
+        hetzner: None,
         services: None,
         checks: Vec::new(),
         // The whole lab runs its peer channel over mTLS; `up` makes the
@@ -89,20 +91,56 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
             address: format!("{}/{}", state.floating_ip, state.prefix_len),
             interface: NODE_INTERFACE.to_string(),
             garp_refresh_ms: 5_000,
+            floating_ip_id: None,
         });
         config.volumes = vec![VolumeSection {
             name: VOLUME_NAME.to_string(),
             driver: VolumeDriver::Local,
-            device: state.loop_device()?.to_path_buf(),
+            device: Some(state.loop_device()?.to_path_buf()),
+            volume_id: None,
             mount_point: state.volume.mount_point.clone(),
             fs_type: "ext4".to_string(),
             mount_options: String::new(),
             device_wait_ms: 5_000,
         }];
+        if let Some(cloud) = &state.hetzner_sim {
+            use_hetzner_sim(&mut config, cloud, node)?;
+        }
         config.services = Some(crate::stack::services_section(state, node));
         config.checks = crate::stack::checks(state.stack);
     }
     Ok(config)
+}
+
+/// Moves the node's floating IP and volume to the `hetzner` drivers against
+/// the lab's simulator, as this node's server.
+fn use_hetzner_sim(
+    config: &mut Config,
+    cloud: &crate::cloud::CloudState,
+    node: &NodeState,
+) -> Result<()> {
+    let server_id = cloud
+        .server_of(&node.name)
+        .with_context(|| format!("node {} is no server of the simulated cloud", node.name))?;
+    if let Some(floating_ip) = &mut config.floating_ip {
+        floating_ip.driver = FloatingIpDriver::Hetzner;
+        let address = floating_ip.address.split('/').next().unwrap_or_default();
+        floating_ip.address = format!("{address}/32");
+        floating_ip.floating_ip_id = Some(cloud.floating_ip_id);
+    }
+    for (volume, volume_id) in config.volumes.iter_mut().zip(&cloud.volume_ids) {
+        volume.driver = VolumeDriver::Hetzner;
+        volume.device = None;
+        volume.volume_id = Some(*volume_id);
+    }
+    config.hetzner = Some(HetznerSection {
+        token_file: Some(cloud.token_file.clone()),
+        server_id: Some(server_id),
+        action_timeout_ms: crate::cloud::AGENT_ACTION_TIMEOUT_MS,
+        poll_interval_ms: crate::cloud::AGENT_POLL_INTERVAL_MS,
+        ..HetznerSection::new(cloud.api_url.clone())
+    });
+    Ok(())
 }
 
 /// The node's `[tls]` section: the lab CA and the node's own files.
@@ -151,7 +189,10 @@ mod tests {
         let floating = parsed.floating_ip.unwrap();
         assert_eq!(floating.address, "10.77.0.100/24");
         assert_eq!(floating.interface, "eth0");
-        assert_eq!(parsed.volumes[0].device, Path::new("/dev/loop3"));
+        assert_eq!(
+            parsed.volumes[0].device.as_deref(),
+            Some(Path::new("/dev/loop3"))
+        );
         let services = parsed.services.unwrap();
         assert_eq!(
             services.start,
@@ -168,6 +209,31 @@ mod tests {
         assert_eq!(tls.ca_file, Path::new("/var/lib/mailherd-lab/tls/ca.pem"));
         assert_eq!(tls.cert_file, Path::new("/var/lib/mailherd-lab/tls/n1.pem"));
         assert_eq!(tls.key_file, Path::new("/var/lib/mailherd-lab/tls/n1.key"));
+    }
+
+    #[test]
+    fn hetzner_sim_nodes_use_the_hetzner_drivers_as_their_own_server() {
+        let mut state = lab(Stack::Banner);
+        state.hetzner_sim = Some(crate::cloud::CloudState::plan(
+            &state.lab_dir,
+            &state.nodes,
+            "token".to_string(),
+        ));
+        let node = &state.nodes[1];
+        let config = node_config(&state, node).unwrap();
+        let parsed = Config::parse(&node.config, &render(&config, node).unwrap()).unwrap();
+        let floating = parsed.floating_ip.unwrap();
+        assert_eq!(floating.driver, FloatingIpDriver::Hetzner);
+        assert_eq!(floating.address, "10.77.0.100/32");
+        assert_eq!(floating.floating_ip_id, Some(crate::cloud::FLOATING_IP_ID));
+        assert_eq!(parsed.volumes[0].driver, VolumeDriver::Hetzner);
+        assert_eq!(parsed.volumes[0].device, None);
+        let hetzner = parsed.hetzner.unwrap();
+        assert_eq!(hetzner.server_id, Some(102));
+        assert_eq!(hetzner.api_url, "http://10.77.0.1:8080/v1");
+        // The witness is no server and gets no cloud.
+        let witness = &state.nodes[2];
+        assert!(node_config(&state, witness).unwrap().hetzner.is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@
 use std::fs::File;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -203,7 +203,7 @@ fn stack_runs(init: i32, stack: Stack) -> bool {
                 .map(|arg| String::from_utf8_lossy(arg).into_owned())
                 .collect();
             // A zombie's exe is gone; a stopped one still runs the stack.
-            crate::stack::is_main_process(stack, &PathBuf::from(exe), &argv)
+            crate::stack::is_main_process(stack, &exe, &argv)
         })
 }
 

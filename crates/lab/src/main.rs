@@ -19,6 +19,8 @@
 //! - [`volume`]: image file, loop device, ext4, one-time preparation;
 //! - [`stack`]: per-node files of the banner and mail stacks;
 //! - [`agent_config`]: each node's agent TOML, built with the config crate;
+//! - [`cloud`]: `--cloud hetzner-sim`: the router namespace and the Hetzner
+//!   Cloud API simulator that programs it (`hcloud-sim`);
 //! - [`node`]: booting and powering off nodes; `node-init`, PID 1 of a node;
 //! - [`banner`]: the banner server;
 //! - [`probe`]: SMTP banner probes and `watch`;
@@ -27,6 +29,7 @@
 
 mod agent_config;
 mod banner;
+mod cloud;
 mod commands;
 mod host;
 mod invariants;
@@ -186,6 +189,14 @@ enum Command {
         #[arg(long)]
         daemon: bool,
     },
+    /// The Hetzner Cloud API simulator of `--cloud hetzner-sim` (started by
+    /// `up` in the router namespace).
+    #[command(hide = true)]
+    HcloudSim {
+        /// The lab's state file.
+        #[arg(long)]
+        state: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -291,5 +302,6 @@ fn run(command: Command) -> anyhow::Result<()> {
             log,
             daemon,
         }),
+        Command::HcloudSim { state } => cloud::run_simulator(&state),
     }
 }

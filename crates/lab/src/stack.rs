@@ -67,6 +67,7 @@ pub fn services_section(state: &LabState, node: &NodeState) -> ServicesSection {
         start_timeout_ms: start_timeout_ms(state.stack),
         stop_timeout_ms: stop_timeout_ms(state.stack),
         env: BTreeMap::new(),
+        ..ServicesSection::default()
     }
 }
 

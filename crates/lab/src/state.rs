@@ -41,8 +41,11 @@ pub struct LabState {
     pub version: u32,
     pub lab_dir: PathBuf,
     pub stack: Stack,
-    /// Only `local` exists so far.
+    /// `local` or `hetzner-sim`.
     pub cloud: String,
+    /// The simulated Hetzner Cloud (`--cloud hetzner-sim` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hetzner_sim: Option<crate::cloud::CloudState>,
     pub floating_ip: Ipv4Addr,
     pub prefix_len: u8,
     pub switch_namespace: String,
@@ -184,9 +187,14 @@ impl LabState {
             .context("the state file has no loop device (the lab's `up` did not get that far)")
     }
 
-    /// Every namespace of this lab (switch, client, nodes).
+    /// Every namespace of this lab (switch, client, router, nodes).
     pub fn namespaces(&self) -> Vec<String> {
         let mut names = vec![self.switch_namespace.clone(), self.client.namespace.clone()];
+        names.extend(
+            self.hetzner_sim
+                .iter()
+                .map(|cloud| cloud.router_namespace.clone()),
+        );
         names.extend(self.nodes.iter().map(|node| node.namespace.clone()));
         names
     }
@@ -239,6 +247,7 @@ pub(crate) mod tests {
             lab_dir: lab_dir.to_path_buf(),
             stack: Stack::Mail,
             cloud: "local".into(),
+            hetzner_sim: None,
             floating_ip: crate::topology::FLOATING_IP,
             prefix_len: 24,
             switch_namespace: "mh-sw".into(),

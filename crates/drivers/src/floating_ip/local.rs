@@ -167,6 +167,7 @@ mod tests {
             address: address.to_string(),
             interface: interface.to_string(),
             garp_refresh_ms: 5_000,
+            floating_ip_id: None,
         }
     }
 

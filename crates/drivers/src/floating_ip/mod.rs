@@ -4,16 +4,21 @@
 //! # Layout
 //! - this file: the [`FloatingIp`] trait and [`floating_ip_from_config`];
 //! - [`local`]: a same-L2 address (netlink add/remove + gratuitous ARP);
+//! - [`hetzner`]: a Hetzner Cloud floating IP (assign through the API,
+//!   then the address as /32 locally);
 //! - `netlink`: interface lookup and address add/remove/list, shared by
 //!   every driver that ends with an address on a local interface;
 //! - `garp`: building and sending gratuitous ARP frames over AF_PACKET.
 
 mod garp;
+pub mod hetzner;
 pub mod local;
 mod netlink;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
-use mailherd_config::{FloatingIpDriver, FloatingIpSection};
+use mailherd_config::{FloatingIpDriver, FloatingIpSection, HetznerSection};
 
 use crate::DriverError;
 
@@ -38,13 +43,29 @@ pub trait FloatingIp: Send + Sync {
     async fn release(&self) -> Result<(), DriverError>;
     /// Whether the address is on the interface now.
     async fn is_held(&self) -> Result<bool, DriverError>;
+    /// The longest the cloud API part of `acquire` may take (the driver
+    /// enforces it); the pipeline adds it to the step's timeout. Zero for
+    /// drivers without an API.
+    fn api_budget(&self) -> Duration {
+        Duration::ZERO
+    }
+    /// How long the cloud API part of the last `acquire` took, for the
+    /// promotion record; `None` for drivers without an API.
+    fn last_api_ms(&self) -> Option<u64> {
+        None
+    }
 }
 
-/// Builds the driver the config names.
+/// Builds the driver the config names; `hetzner` is the config's
+/// `[hetzner]` section, which the `hetzner` driver needs.
 pub fn floating_ip_from_config(
     section: &FloatingIpSection,
+    hetzner: Option<&HetznerSection>,
 ) -> Result<Box<dyn FloatingIp>, DriverError> {
     match section.driver {
         FloatingIpDriver::Local => Ok(Box::new(local::LocalFloatingIp::from_config(section)?)),
+        FloatingIpDriver::Hetzner => Ok(Box::new(hetzner::HetznerFloatingIp::from_config(
+            section, hetzner,
+        )?)),
     }
 }

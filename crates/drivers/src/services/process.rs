@@ -2,8 +2,9 @@
 //!
 //! - The command gets its own process group, so a timeout can kill it and
 //!   everything it started that did not detach itself (`setsid`).
-//! - stdin and stdout are `/dev/null`; stderr is read into a small tail
-//!   buffer by a drain task. The wait is for the command's *exit*, never for
+//! - stdin is `/dev/null`, stdout too unless the caller reads it
+//!   ([`run_command_with_stdout`], for `systemctl is-active`); stderr is
+//!   read into a small tail buffer by a drain task. The wait is for the command's *exit*, never for
 //!   the end of its stderr: a daemon it forks inherits stderr and may keep
 //!   it open for its whole life (the shell pitfall in lab-notes.md). The
 //!   drain task keeps reading for as long as such a daemon holds the pipe,
@@ -33,6 +34,9 @@ pub struct CommandRun {
     pub status: ExitStatus,
     /// The last [`STDERR_TAIL_BYTES`] of stderr, lines joined with `; `.
     pub stderr_tail: String,
+    /// The last [`STDERR_TAIL_BYTES`] of stdout as written (empty unless
+    /// read with [`run_command_with_stdout`]).
+    pub stdout: String,
 }
 
 /// The last bytes written to a pipe.
@@ -48,6 +52,10 @@ impl TailBuffer {
             let excess = self.bytes.len() - STDERR_TAIL_BYTES;
             self.bytes.drain(..excess);
         }
+    }
+
+    fn raw_text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
     }
 
     fn text(&self) -> String {
@@ -70,6 +78,47 @@ pub async fn run_command(
     env: &BTreeMap<String, String>,
     timeout: Duration,
 ) -> Result<CommandRun, DriverError> {
+    run(what, argv, env, timeout, false).await
+}
+
+/// As [`run_command`], and keeps the command's stdout (its last
+/// [`STDERR_TAIL_BYTES`]) in [`CommandRun::stdout`].
+pub async fn run_command_with_stdout(
+    what: &'static str,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> Result<CommandRun, DriverError> {
+    run(what, argv, env, timeout, true).await
+}
+
+/// Spawns a task copying `pipe` into a fresh tail buffer.
+fn drain_into_tail(
+    mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> (Arc<Mutex<TailBuffer>>, tokio::task::JoinHandle<()>) {
+    let tail = Arc::new(Mutex::new(TailBuffer::default()));
+    let task = {
+        let tail = Arc::clone(&tail);
+        tokio::spawn(async move {
+            let mut chunk = [0u8; 512];
+            while let Ok(read) = pipe.read(&mut chunk).await {
+                if read == 0 {
+                    break;
+                }
+                tail.lock().expect("tail lock").push(&chunk[..read]);
+            }
+        })
+    };
+    (tail, task)
+}
+
+async fn run(
+    what: &'static str,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    timeout: Duration,
+    keep_stdout: bool,
+) -> Result<CommandRun, DriverError> {
     let (program, arguments) = argv
         .split_first()
         .ok_or(DriverError::NotConfigured { what })?;
@@ -77,7 +126,11 @@ pub async fn run_command(
         .args(arguments)
         .envs(env)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(if keep_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
@@ -91,21 +144,9 @@ pub async fn run_command(
     // command must not live on and start the stack behind our back.
     let mut guard = KillOnDrop { process_group };
 
-    let tail = Arc::new(Mutex::new(TailBuffer::default()));
-    let mut drain = {
-        let tail = Arc::clone(&tail);
-        let mut stderr = child.stderr.take().expect("stderr was piped");
-        tokio::spawn(async move {
-            let mut chunk = [0u8; 512];
-            while let Ok(read) = stderr.read(&mut chunk).await {
-                if read == 0 {
-                    break;
-                }
-                tail.lock().expect("tail lock").push(&chunk[..read]);
-            }
-        })
-    };
+    let (tail, mut drain) = drain_into_tail(child.stderr.take().expect("stderr was piped"));
     let tail_text = || tail.lock().expect("tail lock").text();
+    let mut stdout_drain = child.stdout.take().map(drain_into_tail);
 
     let waited = tokio::time::timeout(timeout, child.wait()).await;
     guard.process_group = None;
@@ -116,9 +157,18 @@ pub async fn run_command(
                 // goes on alone if a forked child still holds the pipe.
                 let _ = tokio::time::timeout(STDERR_SETTLE, &mut drain).await;
             }
+            // The same for stdout, which the caller wants whole.
+            let stdout = match &mut stdout_drain {
+                Some((stdout_tail, stdout_task)) => {
+                    let _ = tokio::time::timeout(STDERR_SETTLE, stdout_task).await;
+                    stdout_tail.lock().expect("tail lock").raw_text()
+                }
+                None => String::new(),
+            };
             Ok(CommandRun {
                 status,
                 stderr_tail: tail_text(),
+                stdout,
             })
         }
         Ok(Err(source)) => Err(DriverError::Spawn {

@@ -32,10 +32,14 @@ pub struct LocalVolume {
 
 impl LocalVolume {
     pub fn new(target: MountTarget) -> Self {
-        LocalVolume {
-            target,
-            serial: Arc::new(tokio::sync::Mutex::new(())),
-        }
+        LocalVolume::with_serial(target, Arc::new(tokio::sync::Mutex::new(())))
+    }
+
+    /// A volume whose mounts and unmounts are serialised by `serial`, shared
+    /// with other views of the same volume (the hetzner driver makes one per
+    /// call, once it knows the device).
+    pub(crate) fn with_serial(target: MountTarget, serial: Arc<tokio::sync::Mutex<()>>) -> Self {
+        LocalVolume { target, serial }
     }
 
     pub fn from_config(section: &VolumeSection) -> Result<Self, DriverError> {
@@ -43,10 +47,14 @@ impl LocalVolume {
             section: "volumes",
             reason: format!("volume {:?}: {reason}", section.name),
         };
-        if !section.device.is_absolute() {
+        let device = section
+            .device
+            .clone()
+            .ok_or_else(|| invalid("device is missing".to_string()))?;
+        if !device.is_absolute() {
             return Err(invalid(format!(
                 "device {} is not an absolute path",
-                section.device.display()
+                device.display()
             )));
         }
         if !section.mount_point.is_absolute() || section.mount_point == Path::new("/") {
@@ -60,7 +68,7 @@ impl LocalVolume {
         }
         Ok(LocalVolume::new(MountTarget {
             volume: section.name.clone(),
-            device: section.device.clone(),
+            device,
             mount_point: section.mount_point.clone(),
             fs_type: section.fs_type.clone(),
             options: section.mount_options.clone(),
@@ -171,7 +179,8 @@ mod tests {
         VolumeSection {
             name: "mail".into(),
             driver: VolumeDriver::Local,
-            device: device.into(),
+            device: Some(device.into()),
+            volume_id: None,
             mount_point: mount_point.into(),
             fs_type: "ext4".into(),
             mount_options: String::new(),

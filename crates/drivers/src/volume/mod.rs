@@ -4,18 +4,21 @@
 //! # Layout
 //! - this file: the [`Volume`] trait and [`volume_from_config`];
 //! - [`local`]: a block device that is simply present on the node;
+//! - [`hetzner`]: a Hetzner Cloud volume, detached from whichever server
+//!   has it and attached here through the API, then mounted as `local`;
 //! - [`mount`]: mount/unmount, the writable check and `/proc` mount table
 //!   reading, shared by every driver that ends with a mounted device;
 //! - [`epoch`]: the `.mailherd-epoch` file that fences stale masters.
 
 pub mod epoch;
+pub mod hetzner;
 pub mod local;
 pub mod mount;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailherd_config::{VolumeDriver, VolumeSection};
+use mailherd_config::{HetznerSection, VolumeDriver, VolumeSection};
 
 use crate::DriverError;
 
@@ -42,11 +45,29 @@ pub trait Volume: Send + Sync {
     async fn unmount(&self, timeout: Duration) -> Result<(), DriverError>;
     /// Whether this volume's device is mounted on its mount point now.
     async fn is_mounted(&self) -> Result<bool, DriverError>;
+    /// The longest the cloud API part of `attach` may take (the driver
+    /// enforces it); the pipeline adds it to the step's timeout. Zero for
+    /// drivers without an API.
+    fn api_budget(&self) -> Duration {
+        Duration::ZERO
+    }
+    /// How long the cloud API part of the last `attach` took, for the
+    /// promotion record; `None` for drivers without an API.
+    fn last_api_ms(&self) -> Option<u64> {
+        None
+    }
 }
 
-/// Builds the driver the config names.
-pub fn volume_from_config(section: &VolumeSection) -> Result<Box<dyn Volume>, DriverError> {
+/// Builds the driver the config names; `hetzner` is the config's
+/// `[hetzner]` section, which the `hetzner` driver needs.
+pub fn volume_from_config(
+    section: &VolumeSection,
+    hetzner: Option<&HetznerSection>,
+) -> Result<Box<dyn Volume>, DriverError> {
     match section.driver {
         VolumeDriver::Local => Ok(Box::new(local::LocalVolume::from_config(section)?)),
+        VolumeDriver::Hetzner => Ok(Box::new(hetzner::HetznerVolume::from_config(
+            section, hetzner,
+        )?)),
     }
 }

@@ -53,6 +53,21 @@ struct StatusJson<'a> {
     nodes: Vec<NodeJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mail: Option<MailJson<'a>>,
+    /// `--cloud hetzner-sim` only: design §7's `cloud` object, exactly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cloud: Option<CloudJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct CloudJson<'a> {
+    /// The simulator's base URL (answers the Hetzner API paths), reachable
+    /// from the nodes' namespaces.
+    api: &'a str,
+    token: &'a str,
+    floating_ip_id: u64,
+    volume_ids: &'a [u64],
+    /// Node name → server id.
+    servers: &'a std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Serialize)]
@@ -233,6 +248,13 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
         mail: state.mail.as_ref().map(|account| MailJson {
             user: &account.user,
             password: &account.password,
+        }),
+        cloud: state.hetzner_sim.as_ref().map(|cloud| CloudJson {
+            api: &cloud.api_url,
+            token: &cloud.token,
+            floating_ip_id: cloud.floating_ip_id,
+            volume_ids: &cloud.volume_ids,
+            servers: &cloud.servers,
         }),
     }
 }

@@ -20,10 +20,15 @@ use crate::state::{
 };
 use crate::topology::{self, NodeKind};
 
-/// Where the lab runs its "cloud": only a local one exists so far.
+/// Where the lab runs its "cloud".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Cloud {
+    /// The nodes share a segment: the `local` drivers (address + GARP, a
+    /// loop device every node sees).
     Local,
+    /// A simulated Hetzner Cloud (see `crate::cloud`): the `hetzner`
+    /// drivers, a router that routes the floating IP to its server, the
+    /// volume's device only on the server it is attached to.
     HetznerSim,
 }
 
@@ -53,9 +58,6 @@ pub fn run(options: UpOptions) -> Result<()> {
             topology::WITNESSES.end(),
             options.witnesses
         );
-    }
-    if options.cloud == Cloud::HetznerSim {
-        bail!("--cloud hetzner-sim is not supported yet; use --cloud local");
     }
     refuse_if_up()?;
     crate::host::preflight(options.stack)?;
@@ -120,7 +122,22 @@ fn plan(options: &UpOptions, agent_bin: PathBuf, lab_bin: PathBuf) -> LabState {
     LabState {
         version: STATE_VERSION,
         stack: options.stack,
-        cloud: "local".to_string(),
+        cloud: match options.cloud {
+            Cloud::Local => "local",
+            Cloud::HetznerSim => "hetzner-sim",
+        }
+        .to_string(),
+        hetzner_sim: (options.cloud == Cloud::HetznerSim).then(|| {
+            let nodes: Vec<NodeState> = topology::plan_nodes(options.nodes, options.witnesses)
+                .iter()
+                .map(|plan| NodeState::from_plan(plan, &lab_dir))
+                .collect();
+            crate::cloud::CloudState::plan(
+                &lab_dir,
+                &nodes,
+                Alphanumeric.sample_string(&mut rand::rng(), 32),
+            )
+        }),
         floating_ip: topology::FLOATING_IP,
         prefix_len: topology::PREFIX_LEN,
         switch_namespace: topology::switch_namespace(),
@@ -206,6 +223,9 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
         crate::netns::create_attached(&node.namespace, &node.switch_veth, node.address)
             .with_context(|| format!("cannot create the network of node {}", node.name))?;
     }
+    if let Some(cloud) = &state.hetzner_sim {
+        crate::cloud::create_router(&state, cloud)?;
+    }
 
     std::fs::create_dir_all(&state.volume.mount_point)?;
     crate::volume::create_image(&state.volume.image, topology::VOLUME_SIZE_BYTES)?;
@@ -220,6 +240,10 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
             .with_context(|| format!("cannot write the files of node {}", node.name))?;
     }
     crate::volume::prepare(&state)?;
+    if let Some(cloud) = &state.hetzner_sim {
+        crate::cloud::write_files(&state, cloud)?;
+        crate::cloud::start_simulator(&state, cloud)?;
+    }
 
     for node in &state.nodes {
         crate::node::boot(&state, node)?;

@@ -1,0 +1,310 @@
+//! End-to-end test of `--cloud hetzner-sim`: the real `mailherd-lab` with
+//! the Hetzner Cloud API simulator and its router, driving real `mailherd`
+//! agents with the `hetzner` drivers.
+//!
+//! It needs root and the `mailherd` binary next to `mailherd-lab` (`cargo
+//! build --bins` before `cargo test`), or another build named by
+//! `MAILHERD_BIN`. It runs its own lab beside the default one: every
+//! command gets `MAILHERD_LAB_PREFIX=mhc` and
+//! `MAILHERD_LAB_DIR=/var/lib/mailherd-lab-c`, so it never touches the lab
+//! of `lab_e2e.rs` (namespaces `mh-*`, `/var/lib/mailherd-lab`).
+//!
+//! Assertions are about behaviour, not speed: every wait is bounded
+//! generously and only fails when the behaviour never shows.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Serialises the tests of this file: they share one lab.
+static LAB_LOCK: Mutex<()> = Mutex::new(());
+
+const LAB_PREFIX: &str = "mhc";
+const LAB_DIR: &str = "/var/lib/mailherd-lab-c";
+const FAILOVER_WAIT: Duration = Duration::from_secs(30);
+
+fn lab_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_mailherd-lab"))
+}
+
+fn agent_bin() -> PathBuf {
+    let agent = match std::env::var_os("MAILHERD_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => lab_bin()
+            .parent()
+            .expect("the lab binary has a directory")
+            .join("mailherd"),
+    };
+    assert!(
+        agent.exists(),
+        "{} is missing: build it with `cargo build --bins` before the tests",
+        agent.display()
+    );
+    agent
+}
+
+/// Exclusive use of this file's lab, clean at the start and at the end.
+struct Lab {
+    _exclusive: MutexGuard<'static, ()>,
+}
+
+impl Lab {
+    fn exclusive() -> Lab {
+        let exclusive = LAB_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        assert!(nix::unistd::geteuid().is_root(), "the lab tests need root");
+        lab_ok(&["down"]);
+        Lab {
+            _exclusive: exclusive,
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let output = lab(&["down"]);
+        if !output.status.success() && !std::thread::panicking() {
+            panic!("down failed: {}", text(&output.stderr));
+        }
+    }
+}
+
+/// Runs `mailherd-lab` on this file's lab (never the default one).
+fn lab(args: &[&str]) -> Output {
+    Command::new(lab_bin())
+        .args(args)
+        .env("MAILHERD_BIN", agent_bin())
+        .env("MAILHERD_LAB_PREFIX", LAB_PREFIX)
+        .env("MAILHERD_LAB_DIR", LAB_DIR)
+        .stdin(Stdio::null())
+        .output()
+        .expect("mailherd-lab runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn lab_ok(args: &[&str]) -> String {
+    let output = lab(args);
+    assert!(
+        output.status.success(),
+        "`mailherd-lab {}` failed ({}):\nstdout: {}\nstderr: {}\n{}",
+        args.join(" "),
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr),
+        diagnostics()
+    );
+    text(&output.stdout)
+}
+
+fn status() -> Value {
+    serde_json::from_str(&lab_ok(&["status", "--json"])).expect("status --json prints JSON")
+}
+
+/// The master when exactly one node says it is master.
+fn only_master(status: &Value) -> Option<String> {
+    let masters: Vec<&str> = status["nodes"]
+        .as_array()
+        .expect("status has nodes")
+        .iter()
+        .filter(|node| node["role"] == "master")
+        .filter_map(|node| node["name"].as_str())
+        .collect();
+    (masters.len() == 1).then(|| masters[0].to_string())
+}
+
+/// The world as the simulator's API shows it (written after every change).
+fn world() -> Value {
+    let path = Path::new(LAB_DIR).join("cloud").join("world.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    serde_json::from_str(&text).expect("the world is JSON")
+}
+
+/// `(floating IP's server, volume's server)` in the simulator's world.
+fn cloud_assignment() -> (Option<u64>, Option<u64>) {
+    let world = world();
+    (
+        world["floating_ips"][0]["server"].as_u64(),
+        world["volumes"][0]["server"].as_u64(),
+    )
+}
+
+fn server_of(status: &Value, node: &str) -> u64 {
+    status["cloud"]["servers"][node]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no server id for {node} in {}", status["cloud"]))
+}
+
+/// The mail nodes whose mount namespace shows the volume's device.
+fn nodes_seeing_the_device(status: &Value) -> Vec<String> {
+    let device = Path::new(LAB_DIR).join("cloud").join("dev").join(format!(
+        "scsi-0HC_Volume_{}",
+        status["cloud"]["volume_ids"][0]
+    ));
+    status["nodes"]
+        .as_array()
+        .expect("status has nodes")
+        .iter()
+        .filter(|node| node["kind"] == "mail" && node["role"] != "down")
+        .filter_map(|node| node["name"].as_str())
+        .filter(|name| {
+            let device = device.display().to_string();
+            lab(&["exec", name, "--", "test", "-b", &device])
+                .status
+                .success()
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn probe() -> Option<String> {
+    let output = lab(&["probe", "--timeout-ms", "1000"]);
+    output
+        .status
+        .success()
+        .then(|| text(&output.stdout).trim().to_string())
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("waited {timeout:?} for {what} in vain\n{}", diagnostics());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The lab's status, the simulator's log and world, and every agent log's end.
+fn diagnostics() -> String {
+    let mut report = String::new();
+    let status = lab(&["status", "--json"]);
+    report.push_str(&format!(
+        "status: {}{}\n",
+        text(&status.stdout),
+        text(&status.stderr)
+    ));
+    let cloud = Path::new(LAB_DIR).join("cloud");
+    for file in ["world.json", "hcloud-sim.log"] {
+        let content = std::fs::read_to_string(cloud.join(file)).unwrap_or_default();
+        let lines: Vec<&str> = content.lines().collect();
+        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+        report.push_str(&format!("--- {file}:\n{tail}\n"));
+    }
+    if let Ok(entries) = std::fs::read_dir(LAB_DIR) {
+        let mut logs: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok())
+            .map(|entry| entry.path().join("agent.log"))
+            .filter(|path| path.exists())
+            .collect();
+        logs.sort();
+        for log in logs {
+            let content = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = content.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            report.push_str(&format!("--- {}:\n{tail}\n", log.display()));
+        }
+    }
+    report
+}
+
+#[test]
+fn hetzner_sim_moves_the_floating_ip_and_the_volume_to_the_new_master_after_a_power_failure() {
+    let _lab = Lab::exclusive();
+    lab_ok(&["up", "--cloud", "hetzner-sim", "--wait-secs", "60"]);
+
+    // Design §7's cloud object, exactly.
+    let first = status();
+    let cloud = &first["cloud"];
+    let mut keys: Vec<&str> = cloud
+        .as_object()
+        .expect("status --json has a cloud object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["api", "floating_ip_id", "servers", "token", "volume_ids"]
+    );
+    assert!(
+        cloud["api"].as_str().unwrap().starts_with("http://"),
+        "{cloud}"
+    );
+    assert!(!cloud["token"].as_str().unwrap().is_empty());
+    assert!(cloud["floating_ip_id"].as_u64().is_some());
+    assert_eq!(cloud["volume_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(cloud["servers"].as_object().unwrap().len(), 3);
+    let namespaces = text(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        namespaces.contains(&format!("{LAB_PREFIX}-router")),
+        "{namespaces}"
+    );
+
+    // The first master holds both, per the simulator, and only it sees
+    // the device.
+    let old_master = only_master(&first).expect("one master after up");
+    let old_server = server_of(&first, &old_master);
+    assert_eq!(
+        cloud_assignment(),
+        (Some(old_server), Some(old_server)),
+        "{}",
+        diagnostics()
+    );
+    assert_eq!(
+        nodes_seeing_the_device(&first),
+        std::slice::from_ref(&old_master)
+    );
+    let banner = probe().expect("the floating IP answers through the router");
+    assert!(banner.contains(&old_master), "{banner}");
+
+    lab_ok(&["fail", &old_master, "--mode", "power"]);
+
+    let new_master = wait_for("a new master", FAILOVER_WAIT, || {
+        only_master(&status()).filter(|master| *master != old_master)
+    });
+    let after = status();
+    let new_server = server_of(&after, &new_master);
+    wait_for(
+        "the simulator to route the floating IP and attach the volume to the new master",
+        FAILOVER_WAIT,
+        || (cloud_assignment() == (Some(new_server), Some(new_server))).then_some(()),
+    );
+    let banner = wait_for(
+        "the new master's banner on the floating IP, from the client",
+        FAILOVER_WAIT,
+        || probe().filter(|banner| banner.contains(&new_master)),
+    );
+    assert!(banner.starts_with("220 "), "{banner}");
+    // The volume is the new master's only: the device is visible there
+    // alone (the old master is off) and mounted there alone.
+    let after = status();
+    assert_eq!(
+        nodes_seeing_the_device(&after),
+        std::slice::from_ref(&new_master)
+    );
+    let mounted: Vec<&str> = after["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|node| node["volume_mounted"] == true)
+        .filter_map(|node| node["name"].as_str())
+        .collect();
+    assert_eq!(mounted, [new_master.as_str()]);
+}
