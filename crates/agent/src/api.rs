@@ -11,6 +11,10 @@
 //!   (`{"on": true}`), `POST /v1/breaker/reset`: control, with
 //!   `Authorization: Bearer <token>` (the `api.token_file`); 401 otherwise.
 //!   Each proposes one command through Raft and answers once it committed.
+//! - `POST /v1/members` (`{"name", "id", "role", "priority", "peer",
+//!   "api"}`) and `POST /v1/members/remove` (`{"name"}`): membership
+//!   changes, on the Raft leader only (elsewhere 409 naming the leader's
+//!   API, which the CLI follows).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +57,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/switchover", post(switchover))
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/breaker/reset", post(breaker_reset))
+        .route("/v1/members", post(add_member))
+        .route("/v1/members/remove", post(remove_member))
         .with_state(state)
 }
 
@@ -169,16 +175,12 @@ async fn switchover(
             "there is no master to switch over from",
         );
     };
+    let members = state.config.effective_members(&cluster);
     let to = match &request.to {
         None => None,
-        Some(name) => match state.config.members.iter().find(|m| &m.name == name) {
+        Some(name) => match members.iter().find(|m| &m.name == name) {
             None => {
-                let known: Vec<&str> = state
-                    .config
-                    .members
-                    .iter()
-                    .map(|m| m.name.as_str())
-                    .collect();
+                let known: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
                 return error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     format!("unknown node `{name}` (known: {})", known.join(", ")),
@@ -243,4 +245,223 @@ async fn breaker_reset(State(state): State<ApiState>, headers: HeaderMap) -> Res
         at_unix_ms: crate::clock::Clock::new().unix_ms(),
     };
     propose(&state, command, json!({ "breaker": "reset" })).await
+}
+
+/// How long adding a member may take: its log must catch up first.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberRequest {
+    pub name: String,
+    pub id: u64,
+    #[serde(default)]
+    pub role: MemberRole,
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    pub peer: std::net::SocketAddr,
+    pub api: std::net::SocketAddr,
+}
+
+fn default_priority() -> u32 {
+    100
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveMemberRequest {
+    pub name: String,
+}
+
+/// Membership changes run on the leader: anywhere else, a 409 that names
+/// the leader's API (`leader_api`) for the caller to retry there.
+fn not_leader(state: &ApiState, cluster: &mailherd_core::ClusterState) -> Option<Response> {
+    let leadership = state.consensus.leadership();
+    if leadership.is_me {
+        return None;
+    }
+    let leader_api = leadership.leader.and_then(|id| {
+        state
+            .config
+            .effective_members(cluster)
+            .into_iter()
+            .find(|m| m.id == id)
+            .map(|m| format!("http://{}", m.api))
+    });
+    Some(
+        (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": if leader_api.is_some() {
+                    "membership changes run on the Raft leader; this node is not it"
+                } else {
+                    "membership changes run on the Raft leader, and this node knows none yet: retry"
+                },
+                "leader_api": leader_api,
+            })),
+        )
+            .into_response(),
+    )
+}
+
+async fn add_member(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Option<Json<AddMemberRequest>>,
+) -> Response {
+    if let Some(response) = refusal(&state, &headers) {
+        return response;
+    }
+    let Some(Json(request)) = body else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the body must be {\"name\", \"id\", \"role\", \"priority\", \"peer\", \"api\"}",
+        );
+    };
+    let cluster = state.consensus.state().borrow().clone();
+    if let Some(response) = not_leader(&state, &cluster) {
+        return response;
+    }
+    let name = request.name.trim();
+    if name.is_empty() || request.id == 0 {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a member needs a non-empty name and a non-zero id",
+        );
+    }
+    let members = state.config.effective_members(&cluster);
+    if let Some(clash) = members.iter().find(|m| {
+        (m.id == request.id) != (m.name == name) || m.peer == request.peer && m.id != request.id
+    }) {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "`{name}` (id {}, peer {}) clashes with member `{}` (id {}, peer {})",
+                request.id, request.peer, clash.name, clash.id, clash.peer
+            ),
+        );
+    }
+    let member = mailherd_core::MemberInfo {
+        id: request.id,
+        name: name.to_string(),
+        mail: request.role == MemberRole::Mail,
+        priority: request.priority,
+        peer: request.peer,
+        api: request.api,
+    };
+    // The directory first, so that every node can name the new voter as
+    // soon as it votes.
+    if let Err(failure) = state
+        .consensus
+        .propose(Command::SetMember { member }, CONTROL_TIMEOUT)
+        .await
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the cluster did not record the new member: {failure}"),
+        );
+    }
+    tracing::info!(name, id = request.id, peer = %request.peer, "adding a member");
+    match state
+        .consensus
+        .add_voter(request.id, request.peer, MEMBERSHIP_TIMEOUT)
+        .await
+    {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "added": name, "voters": state.consensus.voters() })),
+        )
+            .into_response(),
+        Err(failure) => error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
+    }
+}
+
+async fn remove_member(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Option<Json<RemoveMemberRequest>>,
+) -> Response {
+    if let Some(response) = refusal(&state, &headers) {
+        return response;
+    }
+    let Some(Json(request)) = body else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the body must be {\"name\": \"n4\"}",
+        );
+    };
+    let cluster = state.consensus.state().borrow().clone();
+    if let Some(response) = not_leader(&state, &cluster) {
+        return response;
+    }
+    let members = state.config.effective_members(&cluster);
+    let Some(member) = members.iter().find(|m| m.name == request.name) else {
+        let known: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "unknown node `{}` (known: {})",
+                request.name,
+                known.join(", ")
+            ),
+        );
+    };
+    if let Some(assignment) = cluster.assignment.filter(|a| a.node == member.id) {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "`{}` holds the master role (epoch {}): `mailherd switchover` first",
+                member.name, assignment.epoch
+            ),
+        );
+    }
+    if member.id == state.config.me().id {
+        return error(
+            StatusCode::CONFLICT,
+            "this node is the Raft leader: remove it through another node after \
+             `mailherd switchover` moved leadership (or stop it: the others elect a leader)",
+        );
+    }
+    let voters = state.consensus.voters();
+    if voters.contains_key(&member.id) && voters.len() <= 2 {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "removing `{}` would leave fewer than two voters",
+                member.name
+            ),
+        );
+    }
+    tracing::info!(name = %member.name, id = member.id, "removing a member");
+    // The directory first: once removed there the decider never picks it,
+    // and `apply` refuses the removal of the holder, so the role cannot
+    // land on a node that is leaving.
+    match state
+        .consensus
+        .propose(Command::RemoveMember { node: member.id }, CONTROL_TIMEOUT)
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(rejection)) => return error(StatusCode::CONFLICT, rejection.to_string()),
+        Err(failure) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the cluster did not record the removal: {failure}"),
+            )
+        }
+    }
+    if voters.contains_key(&member.id) {
+        if let Err(failure) = state
+            .consensus
+            .remove_voter(member.id, MEMBERSHIP_TIMEOUT)
+            .await
+        {
+            return error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string());
+        }
+    }
+    (
+        StatusCode::OK,
+        Json(json!({ "removed": member.name, "voters": state.consensus.voters() })),
+    )
+        .into_response()
 }

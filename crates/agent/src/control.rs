@@ -322,7 +322,7 @@ impl Control {
                 .filter(|node| *node != me)
                 .or_else(|| {
                     self.config
-                        .members
+                        .effective_members(&state)
                         .iter()
                         .map(|m| m.id)
                         .find(|id| *id != me)
@@ -568,7 +568,7 @@ impl Control {
     /// Which members the leader heard from lately: a follower that
     /// acknowledged within the window counts as alive; this node always does.
     /// Empty when this node is not the leader (only the leader knows).
-    fn reachability(&self) -> BTreeMap<u64, bool> {
+    fn reachability(&self, state: &ClusterState) -> BTreeMap<u64, bool> {
         let me = self.config.me().id;
         if !self.consensus.leadership().is_me {
             return BTreeMap::new();
@@ -578,7 +578,7 @@ impl Control {
             Duration::from_millis((timing.election_timeout_max_ms * 2).max(timing.lease.lease_ms));
         let ages = self.consensus.follower_ack_ages();
         self.config
-            .members
+            .effective_members(state)
             .iter()
             .map(|m| {
                 let alive = m.id == me
@@ -592,10 +592,10 @@ impl Control {
             .collect()
     }
 
-    fn candidates(&self) -> Vec<Candidate> {
-        let reachable = self.reachability();
+    fn candidates(&self, state: &ClusterState) -> Vec<Candidate> {
+        let reachable = self.reachability(state);
         self.config
-            .members
+            .effective_members(state)
             .iter()
             .filter(|m| m.role == MemberRole::Mail)
             .map(|m| Candidate {
@@ -623,7 +623,7 @@ impl Control {
         let me = self.config.me().id;
         // A node on its way out never assigns the role to itself.
         let candidates: Vec<Candidate> = self
-            .candidates()
+            .candidates(state)
             .into_iter()
             .filter(|c| !(leaving && c.node == me))
             .collect();
@@ -718,7 +718,7 @@ impl Control {
         let renewing = now.since(last_progress_seen)
             <= self.config.cluster.timing().lease.renew_interval_ms * 3;
         let reachable = self
-            .reachability()
+            .reachability(state)
             .get(&assignment.node)
             .copied()
             .unwrap_or(false);
@@ -803,9 +803,11 @@ impl Control {
         watchdog: Option<&WatchdogGuard>,
     ) {
         let me = self.config.me();
+        let effective = self.config.effective_members(state);
         let name_of = |id: u64| {
-            self.config
-                .member_by_id(id)
+            effective
+                .iter()
+                .find(|m| m.id == id)
                 .map(|m| m.name.clone())
                 .unwrap_or_else(|| format!("#{id}"))
         };
@@ -822,10 +824,8 @@ impl Control {
             Some(_) => "backup",
         };
         let leadership = self.consensus.leadership();
-        let reachable = self.reachability();
-        let members = self
-            .config
-            .members
+        let reachable = self.reachability(state);
+        let members = effective
             .iter()
             .map(|m| MemberStatus {
                 id: m.id,

@@ -92,6 +92,7 @@ pub async fn run(
             heartbeat_interval_ms: timing.heartbeat_interval_ms,
             election_timeout_min_ms: timing.election_timeout_min_ms,
             election_timeout_max_ms: timing.election_timeout_max_ms,
+            join: config.node.join,
         },
         consensus_options,
     )

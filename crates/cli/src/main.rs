@@ -80,6 +80,12 @@ enum Command {
         #[command(subcommand)]
         command: BreakerCommand,
     },
+    /// Change the running cluster's membership (on the Raft leader; any
+    /// node's API will point the way).
+    Members {
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
     /// Work with config files.
     Config {
         #[command(subcommand)]
@@ -148,6 +154,42 @@ enum BreakerCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum MembersCommand {
+    /// Add a node: start its agent first with `[node] join = true` and
+    /// every member (itself included) in its `[[members]]`.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        id: u64,
+        #[arg(long, value_enum, default_value = "mail")]
+        role: RoleArg,
+        #[arg(long, default_value_t = 100)]
+        priority: u32,
+        /// Its peer endpoint (Raft), as its config's members[].peer.
+        #[arg(long)]
+        peer: std::net::SocketAddr,
+        /// Its HTTP API, as its config's members[].api.
+        #[arg(long)]
+        member_api: std::net::SocketAddr,
+        #[command(flatten)]
+        target: ControlTarget,
+    },
+    /// Remove a node (not the master: `mailherd switchover` first).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        target: ControlTarget,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Mail,
+    Witness,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum OnOff {
     On,
@@ -193,6 +235,36 @@ fn main() -> ExitCode {
         Command::Breaker {
             command: BreakerCommand::Reset { target },
         } => control(&target, "/v1/breaker/reset", serde_json::json!({})),
+        Command::Members {
+            command:
+                MembersCommand::Add {
+                    name,
+                    id,
+                    role,
+                    priority,
+                    peer,
+                    member_api,
+                    target,
+                },
+        } => control(
+            &target,
+            "/v1/members",
+            serde_json::json!({
+                "name": name,
+                "id": id,
+                "role": match role { RoleArg::Mail => "mail", RoleArg::Witness => "witness" },
+                "priority": priority,
+                "peer": peer,
+                "api": member_api,
+            }),
+        ),
+        Command::Members {
+            command: MembersCommand::Remove { name, target },
+        } => control(
+            &target,
+            "/v1/members/remove",
+            serde_json::json!({ "name": name }),
+        ),
         Command::Tls { command } => tls(command),
         Command::Check(args) => return check::run(&args),
         Command::Notify(args) => notify::run(&args),
@@ -384,26 +456,42 @@ fn control(
     body: serde_json::Value,
 ) -> anyhow::Result<ExitCode> {
     let (base, token) = control_endpoint(target)?;
-    let url = format!("{base}{path}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let (status, answer): (reqwest::StatusCode, serde_json::Value) = runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .context("building the HTTP client")?;
-        let response = client
-            .post(&url)
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("asking the agent at {url} (is it running?)"))?;
-        let status = response.status();
-        let answer = response.json().await.unwrap_or(serde_json::Value::Null);
-        anyhow::Ok((status, answer))
+    let post = |url: String| {
+        let token = &token;
+        let body = &body;
+        async move {
+            let client = reqwest::Client::builder()
+                // Adding a member waits for its log to catch up.
+                .timeout(Duration::from_secs(40))
+                .build()
+                .context("building the HTTP client")?;
+            let response = client
+                .post(&url)
+                .bearer_auth(token)
+                .json(body)
+                .send()
+                .await
+                .with_context(|| format!("asking the agent at {url} (is it running?)"))?;
+            let status = response.status();
+            let answer: serde_json::Value =
+                response.json().await.unwrap_or(serde_json::Value::Null);
+            anyhow::Ok((url, status, answer))
+        }
+    };
+    let (url, status, answer) = runtime.block_on(async {
+        let first = post(format!("{base}{path}")).await?;
+        // A membership change asked of a node that is not the leader: it
+        // names the leader's API; ask there once.
+        match first.2["leader_api"].as_str() {
+            Some(leader) if first.1 == reqwest::StatusCode::CONFLICT => {
+                post(format!("{}{path}", leader.trim_end_matches('/'))).await
+            }
+            _ => Ok(first),
+        }
     })?;
     if status.is_success() {
         println!("{answer}");

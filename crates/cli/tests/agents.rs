@@ -455,9 +455,18 @@ fn epoch_and_history_survive_a_restart_of_every_agent() {
         after_epoch > epoch,
         "the epoch went on from {epoch}, got {after_epoch}"
     );
-    let status = wait_for("status", Duration::from_secs(10), || {
-        nodes.iter().find_map(|n| n.status())
-    });
+    // Any node's status, once it applied the new assignment (a node that
+    // lags by a few entries shows the old history for a moment).
+    let status = wait_for(
+        "a status with the new assignment",
+        Duration::from_secs(10),
+        || {
+            nodes
+                .iter()
+                .filter_map(|n| n.status())
+                .find(|s| s["epoch"].as_u64() >= Some(after_epoch))
+        },
+    );
     let history = status["history"].as_array().unwrap();
     assert!(
         history.len() > before,
@@ -467,4 +476,179 @@ fn epoch_and_history_survive_a_restart_of_every_agent() {
         history[0]["epoch"], 1,
         "the first assignment is still there"
     );
+}
+
+/// 3 → 5 → 3: two nodes join a running cluster as voters (the master
+/// keeps its role and epoch throughout), carry the quorum while two of the
+/// original backups are down, and leave again.
+#[test]
+fn members_join_and_leave_a_running_cluster_without_moving_the_master() {
+    let _cluster = exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    let (ports, all_members) = common::members(5);
+    // The first three know only each other; the two joiners know everyone.
+    let first_members: String = all_members
+        .split("[[members]]")
+        .filter(|part| !part.trim().is_empty())
+        .take(3)
+        .map(|part| format!("[[members]]{part}"))
+        .collect();
+    let mut nodes: Vec<Node> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (peer, api))| {
+            let name = format!("n{}", i + 1);
+            let config = dir.path().join(format!("{name}.toml"));
+            let (members, join) = if i < 3 {
+                (first_members.as_str(), "")
+            } else {
+                (all_members.as_str(), "join = true\n")
+            };
+            let text = format!(
+                "[node]\nname = \"{name}\"\ndata_dir = \"{}\"\n{join}\n[cluster]\nname = \"test\"\n\n{members}[api]\nlisten = \"127.0.0.1:{api}\"\npeer_listen = \"127.0.0.1:{peer}\"\ntoken_file = \"{}\"\n",
+                dir.path().join(&name).display(),
+                dir.path().join("token").display()
+            );
+            std::fs::write(&config, text).unwrap();
+            Node {
+                name,
+                config,
+                api: format!("http://127.0.0.1:{api}"),
+                child: None,
+            }
+        })
+        .collect();
+    for node in nodes.iter_mut().take(3) {
+        node.start(dir.path());
+    }
+    let (master, epoch) = one_master(&nodes[..3], "a first master");
+    let token_file = dir.path().join("token");
+    let token_file = token_file.to_str().unwrap();
+    // The master must never move: checked after every step.
+    let same_master = |nodes: &[Node], what: &str| {
+        let (names, now_epoch) = masters(nodes);
+        assert_eq!(
+            (names.as_slice(), now_epoch),
+            ([nodes[master].name.clone()].as_slice(), epoch),
+            "the master moved {what}"
+        );
+    };
+
+    // Joiners wait to be added: they start no cluster of their own.
+    for node in nodes.iter_mut().skip(3) {
+        node.start(dir.path());
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    for node in &nodes[3..] {
+        let status = wait_for("the joiner's API", Duration::from_secs(10), || {
+            node.status()
+        });
+        assert_ne!(status["role"], "master", "{status}");
+    }
+    // Added through a backup's API: it points the CLI at the leader.
+    let backup = (0..3).find(|i| *i != master).unwrap();
+    for (i, (peer, api)) in ports.iter().enumerate().skip(3) {
+        let (ok, stdout, stderr) = cli(
+            &nodes[backup],
+            &[
+                "members",
+                "add",
+                "--name",
+                &format!("n{}", i + 1),
+                "--id",
+                &(i + 1).to_string(),
+                "--peer",
+                &format!("127.0.0.1:{peer}"),
+                "--member-api",
+                &format!("127.0.0.1:{api}"),
+                "--token-file",
+                token_file,
+            ],
+        );
+        assert!(ok, "adding n{}: {stdout}{stderr}", i + 1);
+        same_master(&nodes, "while adding a member");
+    }
+    wait_for("five members in the status", Duration::from_secs(5), || {
+        let status = nodes[master].status()?;
+        let names: Vec<&str> = status["members"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| m["name"].as_str())
+            .collect();
+        (names == ["n1", "n2", "n3", "n4", "n5"]).then_some(())
+    });
+    // The joiners follow the cluster: they know the master.
+    for node in &nodes[3..] {
+        wait_for(
+            "a joiner to see the master",
+            Duration::from_secs(10),
+            || {
+                let status = node.status()?;
+                (status["assignment"]["node"] == nodes[master].name).then_some(())
+            },
+        );
+    }
+
+    // Five voters: the master keeps its lease with the two original
+    // backups down, because the joiners count. (The master leads Raft once
+    // it is promoted; losing a leader would cost any master its lease.)
+    wait_for("the master to lead Raft", Duration::from_secs(10), || {
+        let status = nodes[master].status()?;
+        (status["leader"]["name"] == nodes[master].name).then_some(())
+    });
+    let others: Vec<usize> = (0..3).filter(|i| *i != master).collect();
+    for i in &others {
+        nodes[*i].kill();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    same_master(&nodes, "with two of five voters down");
+    for i in &others {
+        nodes[*i].start(dir.path());
+    }
+    for i in &others {
+        wait_for(
+            "a restarted backup to know the leader",
+            Duration::from_secs(10),
+            || {
+                let status = nodes[*i].status()?;
+                (!status["leader"].is_null()).then_some(())
+            },
+        );
+    }
+
+    // The master cannot be removed; the joiners can, one by one.
+    let (ok, _, stderr) = cli(
+        &nodes[others[0]],
+        &[
+            "members",
+            "remove",
+            &nodes[master].name,
+            "--token-file",
+            token_file,
+        ],
+    );
+    assert!(!ok && stderr.contains("switchover"), "{stderr}");
+    for name in ["n4", "n5"] {
+        let (ok, stdout, stderr) = cli(
+            &nodes[others[0]],
+            &["members", "remove", name, "--token-file", token_file],
+        );
+        assert!(ok, "removing {name}: {stdout}{stderr}");
+        same_master(&nodes[..3], "while removing a member");
+    }
+    for node in nodes.iter_mut().skip(3) {
+        node.kill();
+    }
+    // The status document is rebuilt every 100 ms.
+    wait_for(
+        "three members in the status",
+        Duration::from_secs(5),
+        || {
+            let status = nodes[master].status()?;
+            (status["members"].as_array()?.len() == 3).then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    same_master(&nodes[..3], "after the joiners left");
 }

@@ -74,6 +74,10 @@ pub struct NodeSection {
     pub name: String,
     /// Where the Raft log, vote and state machine are kept (redb files).
     pub data_dir: PathBuf,
+    /// This node is being added to a running cluster (`mailherd members
+    /// add`): it never starts a cluster of its own, it waits to be added.
+    #[serde(default)]
+    pub join: bool,
 }
 
 /// Cluster-wide settings; every node should carry the same values.
@@ -906,6 +910,35 @@ impl Config {
 
     pub fn member_by_id(&self, id: u64) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)
+    }
+
+    /// The cluster's members now: this config's `[[members]]`, updated and
+    /// extended by the replicated directory (members added to the running
+    /// cluster), without the members taken out. Sorted by id.
+    pub fn effective_members(&self, state: &mailherd_core::ClusterState) -> Vec<Member> {
+        let mut members: BTreeMap<u64, Member> =
+            self.members.iter().map(|m| (m.id, m.clone())).collect();
+        for info in state.members.values() {
+            members.insert(
+                info.id,
+                Member {
+                    name: info.name.clone(),
+                    id: info.id,
+                    role: if info.mail {
+                        MemberRole::Mail
+                    } else {
+                        MemberRole::Witness
+                    },
+                    priority: info.priority,
+                    peer: info.peer,
+                    api: info.api,
+                },
+            );
+        }
+        members
+            .into_values()
+            .filter(|m| !state.removed_members.contains(&m.id))
+            .collect()
     }
 }
 

@@ -26,6 +26,9 @@ pub struct ConsensusConfig {
     /// after the last heartbeat, and a leader stops accepting proposals this
     /// long after its last quorum acknowledgement.
     pub election_timeout_max_ms: u64,
+    /// A node added to a running cluster: it never initialises a cluster of
+    /// its own, it waits to be added (`Consensus::add_voter` on the leader).
+    pub join: bool,
 }
 
 impl ConsensusConfig {
@@ -42,6 +45,7 @@ impl ConsensusConfig {
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 150,
             election_timeout_max_ms: 300,
+            join: false,
         }
     }
 

@@ -33,6 +33,9 @@ pub enum ConsensusError {
 
     #[error("raft error: {0}")]
     Raft(String),
+
+    #[error("cannot change the membership: {reason}")]
+    Membership { reason: String },
 }
 
 /// Why a proposal (or a leadership confirmation) did not produce a result.
@@ -73,4 +76,7 @@ pub enum ProposeError {
 
     #[error("raft error: {0}")]
     Raft(String),
+
+    #[error("cannot change the membership: {reason}")]
+    Membership { reason: String },
 }

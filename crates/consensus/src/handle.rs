@@ -202,6 +202,10 @@ impl Consensus {
             self.warn_if_membership_differs();
             return Ok(());
         }
+        if self.inner.config.join {
+            tracing::info!("joining: waiting to be added to the running cluster");
+            return Ok(());
+        }
         let members: BTreeMap<NodeId, BasicNode> = self
             .inner
             .config
@@ -221,8 +225,9 @@ impl Consensus {
         }
     }
 
-    /// Membership is fixed at initialisation; a changed voters map in the
-    /// config does not change it, which an operator should hear about.
+    /// Membership changes go through `add_voter`/`remove_voter`; a changed
+    /// voters map in the config does not change it, which an operator
+    /// should hear about.
     fn warn_if_membership_differs(&self) {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow_watched();
@@ -232,7 +237,7 @@ impl Consensus {
             tracing::warn!(
                 ?in_raft,
                 ?in_config,
-                "raft membership differs from the configured voters; membership changes are not supported"
+                "raft membership differs from the configured voters; the cluster's membership wins (change it with `mailherd members`)"
             );
         }
     }
@@ -276,9 +281,7 @@ impl Consensus {
         } else {
             None
         };
-        self.inner
-            .config
-            .voters
+        self.voters()
             .keys()
             .filter(|id| **id != self.node_id())
             .map(|id| {
@@ -408,7 +411,7 @@ impl Consensus {
         command: &Command,
         remaining: Duration,
     ) -> Result<ProposeReply, RemoteFailure> {
-        let Some(addr) = self.inner.config.peer_addr(leader) else {
+        let Some(addr) = self.peer_addr(leader) else {
             return Err(RemoteFailure::NotSent(ProposeError::Transport {
                 peer: leader,
                 reason: "it is not a configured voter".into(),
@@ -515,6 +518,99 @@ impl Consensus {
 
     /// Stops Raft and waits until storage has released the redb file, so
     /// the same `data_dir` can be opened again. Idempotent.
+    /// The cluster's voters and their peer addresses, as the Raft
+    /// membership says (the config's list only until the cluster exists).
+    pub fn voters(&self) -> BTreeMap<NodeId, String> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeMap<NodeId, String> = membership
+            .voter_ids()
+            .map(|id| {
+                let addr = membership
+                    .get_node(&id)
+                    .map(|node| node.addr.clone())
+                    .unwrap_or_default();
+                (id, addr)
+            })
+            .collect();
+        if voters.is_empty() {
+            return self
+                .inner
+                .config
+                .voters
+                .iter()
+                .map(|(id, addr)| (*id, addr.to_string()))
+                .collect();
+        }
+        voters
+    }
+
+    /// The peer endpoint of `node`: from the membership, else the config.
+    fn peer_addr(&self, node: NodeId) -> Option<std::net::SocketAddr> {
+        self.voters()
+            .get(&node)
+            .and_then(|addr| addr.parse().ok())
+            .or_else(|| self.inner.config.peer_addr(node))
+    }
+
+    /// Adds `id` at `peer` as a voter: first as a learner that catches up
+    /// with the log, then into the voters (joint consensus). Only on the
+    /// leader; bounded by `timeout`.
+    pub async fn add_voter(
+        &self,
+        id: NodeId,
+        peer: std::net::SocketAddr,
+        timeout: Duration,
+    ) -> Result<(), ConsensusError> {
+        let raft = &self.inner.raft;
+        let work = async {
+            raft.add_learner(id, BasicNode::new(peer), true)
+                .await
+                .map_err(|error| ConsensusError::Membership {
+                    reason: format!("adding {id} at {peer} as a learner: {error}"),
+                })?;
+            raft.change_membership(
+                openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([id])),
+                false,
+            )
+            .await
+            .map_err(|error| ConsensusError::Membership {
+                reason: format!("making {id} a voter: {error}"),
+            })?;
+            Ok(())
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| ConsensusError::Membership {
+                reason: format!(
+                    "adding {id} at {peer} did not finish within {} ms (is it running and reachable?)",
+                    timeout.as_millis()
+                ),
+            })?
+    }
+
+    /// Removes voter `id` from the cluster (not kept as a learner). Only on
+    /// the leader; bounded by `timeout`.
+    pub async fn remove_voter(&self, id: NodeId, timeout: Duration) -> Result<(), ConsensusError> {
+        let work = self.inner.raft.change_membership(
+            openraft::ChangeMembers::RemoveVoters(std::collections::BTreeSet::from([id])),
+            false,
+        );
+        match tokio::time::timeout(timeout, work).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(ConsensusError::Membership {
+                reason: format!("removing {id}: {error}"),
+            }),
+            Err(_) => Err(ConsensusError::Membership {
+                reason: format!(
+                    "removing {id} did not finish within {} ms",
+                    timeout.as_millis()
+                ),
+            }),
+        }
+    }
+
     pub async fn shutdown(&self) {
         if let Err(error) = self.inner.raft.shutdown().await {
             tracing::warn!(%error, "raft core task ended abnormally");

@@ -36,7 +36,7 @@ pub use holder::{Holder, HolderAction, HolderEvent, Phase, RenewalOutcome};
 pub use lease::LeaseTiming;
 pub use state::{
     Assignment, AssignmentKind, ClusterState, Command, CommandResult, Epoch, FailoverRecord,
-    NodeHealth, NodeId, Rejection, ReleaseReason,
+    MemberInfo, NodeHealth, NodeId, Rejection, ReleaseReason,
 };
 
 /// A point on a monotonic clock, in milliseconds since an arbitrary origin

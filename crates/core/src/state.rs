@@ -204,6 +204,23 @@ pub enum Command {
     SetMaintenance { on: bool, at_unix_ms: u64 },
     /// Closes the circuit breaker: failovers before now no longer count.
     ResetBreaker { at_unix_ms: u64 },
+    /// Adds (or updates) a member in the directory: a node added to the
+    /// running cluster, whose name and addresses the others' configs lack.
+    SetMember { member: MemberInfo },
+    /// Takes a member out of the directory; refused while it holds the role.
+    RemoveMember { node: NodeId },
+}
+
+/// A member as the replicated directory knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub name: String,
+    /// May it hold the role (`false`: a witness, which only votes).
+    pub mail: bool,
+    pub priority: u32,
+    pub peer: std::net::SocketAddr,
+    pub api: std::net::SocketAddr,
 }
 
 impl Command {
@@ -232,6 +249,8 @@ pub enum Rejection {
     UnknownEpoch { epoch: Epoch },
     #[error("node {node} already holds the role")]
     SwitchoverToHolder { node: NodeId },
+    #[error("node {node} holds the master role (epoch {epoch}): switch over first")]
+    RemoveHolder { node: NodeId, epoch: Epoch },
 }
 
 /// What applying a command did.
@@ -263,6 +282,13 @@ pub struct ClusterState {
     /// the circuit breaker.
     #[serde(default)]
     pub breaker_reset_at_unix_ms: u64,
+    /// Members added to the running cluster (`SetMember`); the configs'
+    /// `[[members]]` describe the rest.
+    #[serde(default)]
+    pub members: BTreeMap<NodeId, MemberInfo>,
+    /// Members taken out (`RemoveMember`), which configs may still list.
+    #[serde(default)]
+    pub removed_members: std::collections::BTreeSet<NodeId>,
 }
 
 impl ClusterState {
@@ -404,6 +430,23 @@ impl ClusterState {
             }
             Command::ResetBreaker { at_unix_ms } => {
                 self.breaker_reset_at_unix_ms = self.breaker_reset_at_unix_ms.max(*at_unix_ms);
+                Ok(())
+            }
+            Command::SetMember { member } => {
+                self.removed_members.remove(&member.id);
+                self.members.insert(member.id, member.clone());
+                Ok(())
+            }
+            Command::RemoveMember { node } => {
+                if let Some(assignment) = self.assignment.filter(|a| a.node == *node) {
+                    return Err(Rejection::RemoveHolder {
+                        node: *node,
+                        epoch: assignment.epoch,
+                    });
+                }
+                self.members.remove(node);
+                self.removed_members.insert(*node);
+                self.health.remove(node);
                 Ok(())
             }
         }
@@ -560,5 +603,44 @@ mod tests {
         };
         let text = serde_json::to_string(&command).unwrap();
         assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), command);
+    }
+
+    #[test]
+    fn members_join_and_leave_the_directory_but_the_holder_stays() {
+        let mut state = ClusterState::default();
+        let member = MemberInfo {
+            id: 4,
+            name: "n4".into(),
+            mail: true,
+            priority: 100,
+            peer: "10.0.0.4:7400".parse().unwrap(),
+            api: "10.0.0.4:7401".parse().unwrap(),
+        };
+        assert_eq!(
+            state.apply(&Command::SetMember {
+                member: member.clone()
+            }),
+            Ok(())
+        );
+        assert_eq!(state.members.get(&4), Some(&member));
+        assert_eq!(state.apply(&assign(4, 1, 0, 0)), Ok(()));
+        assert_eq!(
+            state.apply(&Command::RemoveMember { node: 4 }),
+            Err(Rejection::RemoveHolder { node: 4, epoch: 1 })
+        );
+        assert!(
+            state.members.contains_key(&4),
+            "a refused removal changes nothing"
+        );
+        assert_eq!(state.apply(&Command::RemoveMember { node: 2 }), Ok(()));
+        assert!(state.removed_members.contains(&2));
+        // Added again later: no longer removed.
+        let again = MemberInfo {
+            id: 2,
+            name: "n2".into(),
+            ..member
+        };
+        assert_eq!(state.apply(&Command::SetMember { member: again }), Ok(()));
+        assert!(!state.removed_members.contains(&2));
     }
 }
