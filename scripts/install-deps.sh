@@ -11,7 +11,7 @@ fi
 packages=(
     iproute2 util-linux e2fsprogs procps psmisc iptables
     postfix dovecot-core dovecot-imapd
-    ca-certificates pkg-config gcc jq
+    ca-certificates pkg-config gcc jq curl
     # The mariadb probe's tests start a mariadbd of their own.
     mariadb-server
     # `mailherd render keepalived` output is checked with `keepalived -t`.

@@ -308,3 +308,110 @@ fn hetzner_sim_moves_the_floating_ip_and_the_volume_to_the_new_master_after_a_po
         .collect();
     assert_eq!(mounted, [new_master.as_str()]);
 }
+
+/// `curl` from the lab's client namespace (the only place that reaches the
+/// simulator and the agents' APIs).
+fn client_curl(args: &[&str]) -> String {
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{LAB_PREFIX}-client"),
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+        ])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    assert!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// A cloud fault in the middle of a failover: the first attach of the
+/// volume ends in an error. The node that got the role rolls its promotion
+/// back and releases the role; another node takes over. At no sample did
+/// two nodes hold the address, the mount or the stack, and the failed
+/// attempt is in the replicated history.
+#[test]
+fn a_failed_attach_rolls_the_promotion_back_and_another_node_takes_over() {
+    let _lab = Lab::exclusive();
+    lab_ok(&["up", "--cloud", "hetzner-sim", "--wait-secs", "60"]);
+    let first = status();
+    let old_master = only_master(&first).expect("one master after up");
+    let sim = first["cloud"]["api"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/v1")
+        .to_string();
+    let fault = r#"{"kind": "action_error", "command": "attach_volume", "code": "server_error", "count": 1}"#;
+    client_curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        fault,
+        &format!("{sim}/_sim/faults"),
+    ]);
+
+    let checker = Command::new(lab_bin())
+        .args(["invariants", "--json", "--duration-ms", "20000"])
+        .env("MAILHERD_LAB_PREFIX", LAB_PREFIX)
+        .env("MAILHERD_LAB_DIR", LAB_DIR)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("invariants starts");
+    lab_ok(&["fail", &old_master, "--mode", "power"]);
+
+    // The node first assigned says "master" while it promotes; the master
+    // that counts is the one the simulator agrees with.
+    let (new_master, after) = wait_for(
+        "a master holding the address and the volume after the failed attempt",
+        Duration::from_secs(60),
+        || {
+            let now = status();
+            let master = only_master(&now).filter(|master| *master != old_master)?;
+            let server = server_of(&now, &master);
+            (cloud_assignment() == (Some(server), Some(server))).then_some((master, now))
+        },
+    );
+    wait_for("the new master's banner", FAILOVER_WAIT, || {
+        probe().filter(|banner| banner.contains(&new_master))
+    });
+
+    // The injected error was met, and answered by a rollback.
+    let api = after["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|node| node["name"] == new_master.as_str())
+        .and_then(|node| node["api"].as_str())
+        .unwrap()
+        .to_string();
+    let agent: Value = serde_json::from_str(&client_curl(&[&format!("{api}/status")])).unwrap();
+    let failed: Vec<&Value> = agent["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|record| record["outcome"]["ok"] == false)
+        .collect();
+    assert!(
+        failed.iter().any(|record| record["outcome"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("server_error"))),
+        "a failed promotion with the injected error is in the history: {}",
+        agent["history"]
+    );
+
+    let output = checker.wait_with_output().expect("invariants runs");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("invariants prints JSON");
+    assert_eq!(report["dual_holder_ms"], 0, "{report}\n{}", diagnostics());
+    assert!(report["max_mount_holders"].as_u64() <= Some(1), "{report}");
+}
