@@ -40,7 +40,7 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         node: NodeSection {
             name: node.name.clone(),
             data_dir: node.dir.join("data"),
-            join: false,
+            join: node.joined,
         },
         cluster: ClusterSection {
             name: "lab".to_string(),

@@ -135,6 +135,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Add a node to the running cluster (`mailherd members add`).
+    AddNode {
+        /// A witness instead of a mail node.
+        #[arg(long)]
+        witness: bool,
+    },
+    /// Remove a node from the running cluster and the lab (`mailherd
+    /// members remove`; not the master).
+    RemoveNode { node: String },
     /// Sample which nodes hold the floating IP, the mounted volume and the
     /// running stack, and measure any time two held one at once.
     Invariants {
@@ -262,6 +271,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             timeout_ms,
             json,
         } => commands::client::watch(ms(interval_ms), ms(duration_ms), ms(timeout_ms), json),
+        Command::AddNode { witness } => commands::members::add_node(witness),
+        Command::RemoveNode { node } => commands::members::remove_node(&node),
         Command::Invariants {
             interval_ms,
             duration_ms,

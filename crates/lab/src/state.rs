@@ -108,6 +108,10 @@ pub struct NodeState {
     /// Set by `fail --mode agent-freeze`: the stopped agent's host PID.
     #[serde(default)]
     pub frozen_agent: Option<i32>,
+    /// Added by `add-node` to the running cluster: its agent starts with
+    /// `join = true`.
+    #[serde(default)]
+    pub joined: bool,
 }
 
 impl NodeState {
@@ -129,6 +133,7 @@ impl NodeState {
             cut_from: Vec::new(),
             cut_one_way: false,
             frozen_agent: None,
+            joined: false,
         }
     }
 

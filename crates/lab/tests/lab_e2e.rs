@@ -779,3 +779,40 @@ fn two_nodes_and_a_witness_survive_a_partition_of_the_master() {
     );
     heal_and_check(&old, &new);
 }
+
+/// 3 → 5 → 3 in the lab: two mail nodes join the running cluster and leave
+/// again; the master never moves and nothing is ever held twice.
+#[test]
+fn the_cluster_grows_to_five_and_shrinks_to_three_around_its_master() {
+    let _lab = Lab::exclusive();
+    lab_ok(&["up", "--nodes", "3"]);
+    let master = wait_for("exactly one master", FAILOVER_WAIT, || {
+        only_master(&status())
+    });
+    let checker = start_invariants(Duration::from_secs(25));
+    lab_ok(&["add-node"]);
+    lab_ok(&["add-node"]);
+    let grown = wait_for("five members, two new backups", FAILOVER_WAIT, || {
+        let status = status();
+        let backups = nodes_with_role(&status, "backup");
+        (backups.contains(&"n4".to_string()) && backups.contains(&"n5".to_string()))
+            .then_some(status)
+    });
+    assert_eq!(grown["nodes"].as_array().unwrap().len(), 5);
+    assert_eq!(only_master(&grown).as_deref(), Some(master.as_str()));
+    // The master itself cannot be removed.
+    let refusal = lab_fails(&["remove-node", &master]);
+    assert!(refusal.contains("switchover"), "{refusal}");
+    lab_ok(&["remove-node", "n4"]);
+    lab_ok(&["remove-node", "n5"]);
+    let shrunk = status();
+    assert_eq!(shrunk["nodes"].as_array().unwrap().len(), 3, "{shrunk}");
+    assert!(!lab_namespaces().contains(&"mh-n4".to_string()));
+    let report = assert_never_two_holders(checker);
+    assert_eq!(
+        report["address_changes"].as_array().unwrap().len(),
+        1,
+        "the address never moved: {report}"
+    );
+    assert_eq!(only_master(&status()).as_deref(), Some(master.as_str()));
+}

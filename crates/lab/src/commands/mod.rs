@@ -5,11 +5,13 @@
 //! - [`status`]: the JSON shape of design §7, or a table;
 //! - [`fault`]: `fail` and `heal`;
 //! - [`client`]: `probe`, `watch` and `mail`, run from the client namespace;
-//! - [`exec`]: a command inside a node.
+//! - [`exec`]: a command inside a node;
+//! - [`members`]: `add-node` and `remove-node` on the running cluster.
 
 pub mod client;
 pub mod down;
 pub mod exec;
 pub mod fault;
+pub mod members;
 pub mod status;
 pub mod up;

@@ -283,7 +283,7 @@ pub fn write_tls_files(state: &LabState) -> Result<()> {
     Ok(())
 }
 
-fn write_node_files(state: &LabState, node: &NodeState) -> Result<()> {
+pub fn write_node_files(state: &LabState, node: &NodeState) -> Result<()> {
     write_token(state)?;
     std::fs::create_dir_all(node.dir.join("data"))?;
     std::fs::create_dir_all(node.run_dir())?;
