@@ -304,24 +304,46 @@ fn not_leader(state: &ApiState, cluster: &mailherd_core::ClusterState) -> Option
     )
 }
 
+/// What every membership request passes first: the token, a body of the
+/// right shape (`usage` says which), and this node being the leader. The
+/// refusal is an ordinary HTTP answer, returned right away by the caller.
+#[allow(clippy::result_large_err)]
+fn membership_request<T>(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: Option<Json<T>>,
+    usage: &str,
+) -> Result<(T, Arc<mailherd_core::ClusterState>), Response> {
+    if let Some(response) = refusal(state, headers) {
+        return Err(response);
+    }
+    let Some(Json(request)) = body else {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the body must be {usage}"),
+        ));
+    };
+    let cluster = state.consensus.state().borrow().clone();
+    if let Some(response) = not_leader(state, &cluster) {
+        return Err(response);
+    }
+    Ok((request, cluster))
+}
+
 async fn add_member(
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: Option<Json<AddMemberRequest>>,
 ) -> Response {
-    if let Some(response) = refusal(&state, &headers) {
-        return response;
-    }
-    let Some(Json(request)) = body else {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "the body must be {\"name\", \"id\", \"role\", \"priority\", \"peer\", \"api\"}",
-        );
+    let (request, cluster) = match membership_request(
+        &state,
+        &headers,
+        body,
+        "{\"name\", \"id\", \"role\", \"priority\", \"peer\", \"api\"}",
+    ) {
+        Ok(accepted) => accepted,
+        Err(response) => return response,
     };
-    let cluster = state.consensus.state().borrow().clone();
-    if let Some(response) = not_leader(&state, &cluster) {
-        return response;
-    }
     let name = request.name.trim();
     if name.is_empty() || request.id == 0 {
         return error(
@@ -381,19 +403,11 @@ async fn remove_member(
     headers: HeaderMap,
     body: Option<Json<RemoveMemberRequest>>,
 ) -> Response {
-    if let Some(response) = refusal(&state, &headers) {
-        return response;
-    }
-    let Some(Json(request)) = body else {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "the body must be {\"name\": \"n4\"}",
-        );
+    let (request, cluster) = match membership_request(&state, &headers, body, "{\"name\": \"n4\"}")
+    {
+        Ok(accepted) => accepted,
+        Err(response) => return response,
     };
-    let cluster = state.consensus.state().borrow().clone();
-    if let Some(response) = not_leader(&state, &cluster) {
-        return response;
-    }
     let members = state.config.effective_members(&cluster);
     let Some(member) = members.iter().find(|m| m.name == request.name) else {
         let known: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();

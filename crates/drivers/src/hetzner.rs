@@ -222,6 +222,17 @@ impl Progress {
         self.lock().current = Some(step.into());
     }
 
+    /// Runs one step: notes it as running and names it in its error.
+    pub async fn run<T, E: ToString>(
+        &self,
+        step: impl Into<String>,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, MoveError> {
+        let step = step.into();
+        self.start(step.clone());
+        work.await.map_err(|error| MoveError::new(step, error))
+    }
+
     /// Notes that `step` succeeded.
     pub fn done(&self, step: impl Into<String>) {
         let mut inner = self.lock();

@@ -112,17 +112,12 @@ impl HetznerFloatingIp {
     async fn route_here(&self, progress: Progress) -> Result<(), MoveError> {
         let client = self.api.client();
         let id = self.floating_ip_id;
-        progress.start("finding this server's id");
-        let server = self
-            .api
-            .server_id()
-            .await
-            .map_err(|error| MoveError::new("finding this server's id", error))?;
-        progress.start("reading the floating ip");
-        let current = client
-            .floating_ip(id)
-            .await
-            .map_err(|error| MoveError::new("reading the floating ip", error))?;
+        let server = progress
+            .run("finding this server's id", self.api.server_id())
+            .await?;
+        let current = progress
+            .run("reading the floating ip", client.floating_ip(id))
+            .await?;
         if current.ip != self.address.to_string() {
             return Err(MoveError::new(
                 "checking the address",
@@ -140,18 +135,14 @@ impl HetznerFloatingIp {
             None => String::new(),
         };
         let assign = format!("assigning to server {server}{from}");
-        progress.start(assign.clone());
-        client
-            .assign_and_wait(id, server)
-            .await
-            .map_err(|error| MoveError::new(assign.clone(), error))?;
+        progress
+            .run(assign.clone(), client.assign_and_wait(id, server))
+            .await?;
         progress.done(assign);
 
-        progress.start("reading the assignment back");
-        let after = client
-            .floating_ip(id)
-            .await
-            .map_err(|error| MoveError::new("reading the assignment back", error))?;
+        let after = progress
+            .run("reading the assignment back", client.floating_ip(id))
+            .await?;
         if after.server == Some(server) {
             return Ok(());
         }
@@ -166,18 +157,14 @@ impl HetznerFloatingIp {
             "unassigning (the API still showed server {:?} after the assign)",
             after.server
         );
-        progress.start(unassign.clone());
-        client
-            .unassign_and_wait(id)
-            .await
-            .map_err(|error| MoveError::new(unassign.clone(), error))?;
+        progress
+            .run(unassign.clone(), client.unassign_and_wait(id))
+            .await?;
         progress.done("unassigned");
         let reassign = format!("assigning to server {server} after the unassign");
-        progress.start(reassign.clone());
-        client
-            .assign_and_wait(id, server)
-            .await
-            .map_err(|error| MoveError::new(reassign.clone(), error))?;
+        progress
+            .run(reassign.clone(), client.assign_and_wait(id, server))
+            .await?;
         progress.done(reassign);
         let last = client
             .floating_ip(id)

@@ -163,41 +163,30 @@ impl HetznerVolume {
     async fn attach_here(&self, progress: Progress) -> Result<(), MoveError> {
         let client = self.api.client();
         let id = self.volume_id;
-        progress.start("finding this server's id");
-        let server = self
-            .api
-            .server_id()
-            .await
-            .map_err(|error| MoveError::new("finding this server's id", error))?;
-        progress.start("reading the volume");
-        let current = client
-            .volume(id)
-            .await
-            .map_err(|error| MoveError::new("reading the volume", error))?;
+        let server = progress
+            .run("finding this server's id", self.api.server_id())
+            .await?;
+        let current = progress
+            .run("reading the volume", client.volume(id))
+            .await?;
         let volume = if current.server == Some(server) {
             current
         } else {
             if let Some(other) = current.server {
                 let detach = format!("detaching from server {other} (the fence)");
-                progress.start(detach.clone());
-                client
-                    .detach_and_wait(id)
-                    .await
-                    .map_err(|error| MoveError::new(detach, error))?;
+                progress
+                    .run(detach.clone(), client.detach_and_wait(id))
+                    .await?;
                 progress.done(format!("detached from server {other}"));
             }
             let attach = format!("attaching to server {server} (automount off)");
-            progress.start(attach.clone());
-            client
-                .attach_and_wait(id, server, false)
-                .await
-                .map_err(|error| MoveError::new(attach, error))?;
+            progress
+                .run(attach.clone(), client.attach_and_wait(id, server, false))
+                .await?;
             progress.done(format!("attached to server {server}"));
-            progress.start("reading the attachment back");
-            let after = client
-                .volume(id)
-                .await
-                .map_err(|error| MoveError::new("reading the attachment back", error))?;
+            let after = progress
+                .run("reading the attachment back", client.volume(id))
+                .await?;
             if after.server != Some(server) {
                 return Err(MoveError::new(
                     "checking the attachment",
