@@ -5,13 +5,24 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1 (bound, then released), below Linux's
+/// ephemeral range (32768 and up): an agent binds it later, or again after
+/// a restart, and meanwhile an outgoing connection of the running agents
+/// must not be able to take it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Each test binary walks 20000..32000 from a start that differs per
+    // process, never handing out the same port twice.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id() % 120 * 100;
+    for _ in 0..12_000 {
+        let step = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + ((offset + step) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 /// Polls until `f` returns Some, or panics after `limit` naming `what`.
