@@ -32,7 +32,7 @@ const TICK: Duration = Duration::from_millis(10);
 /// How often the status document is rebuilt.
 const STATUS_EVERY: Duration = Duration::from_millis(100);
 /// How long a clean shutdown may take to demote and release.
-const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
 /// How many history entries the status document shows.
 const STATUS_HISTORY: usize = 20;
 
@@ -329,8 +329,15 @@ impl Control {
                 });
             if let Some(target) = target {
                 tracing::info!(to = target, "handing Raft leadership on before exiting");
-                if let Err(error) = self.consensus.transfer_leadership(target).await {
-                    tracing::warn!(%error, "could not hand Raft leadership on");
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    self.consensus.transfer_leadership(target),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::warn!(%error, "could not hand Raft leadership on"),
+                    Err(_) => tracing::warn!("handing Raft leadership on did not finish in time"),
                 }
             }
         }

@@ -188,10 +188,29 @@ pub async fn run(
     );
     control.run(stored_assignment, shutdown).await;
 
+    // The role is let go of by now; nothing below may keep a stopping
+    // agent alive (a client holding a connection open, a stuck Raft task):
+    // each part gets a bound, and what does not finish is left to the exit.
     let _ = servers_stop_tx.send(true);
-    let _ = api_server.await;
-    let _ = peer_server.await;
-    consensus.shutdown().await;
+    let servers = async {
+        let _ = api_server.await;
+        let _ = peer_server.await;
+    };
+    if tokio::time::timeout(TEARDOWN_STEP_LIMIT, servers)
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP servers still draining connections at exit");
+    }
+    if tokio::time::timeout(TEARDOWN_STEP_LIMIT, consensus.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("consensus did not shut down in time");
+    }
     tracing::info!(node = %me.name, "agent stopped");
     Ok(())
 }
+
+/// How long each tear-down step after the control loop may take.
+const TEARDOWN_STEP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -358,7 +358,7 @@ fn run_agent(path: &Path, log_json: bool) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -367,10 +367,29 @@ fn run_agent(path: &Path, log_json: bool) -> anyhow::Result<ExitCode> {
                 _ = term.recv() => tracing::info!("SIGTERM received"),
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
             }
+            exit_if_still_running_after(mailherd_agent::control::SHUTDOWN_LIMIT * 2);
         };
         mailherd_agent::run(config, shutdown).await
-    })?;
+    });
+    // A blocking task still running (a probe stuck in a syscall) must not
+    // keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The backstop behind the agent's own bounded shutdown: whatever is
+/// stuck, a stop request ends the process within `limit` (the control loop
+/// has killed what the node held well before).
+fn exit_if_still_running_after(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        tracing::error!(
+            limit_s = limit.as_secs(),
+            "still running after the stop request: exiting"
+        );
+        std::process::exit(1);
+    });
 }
 
 fn status(path: &Path, api: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {

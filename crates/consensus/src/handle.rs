@@ -516,8 +516,6 @@ impl Consensus {
             .map_err(stopped)
     }
 
-    /// Stops Raft and waits until storage has released the redb file, so
-    /// the same `data_dir` can be opened again. Idempotent.
     /// The cluster's voters and their peer addresses, as the Raft
     /// membership says (the config's list only until the cluster exists).
     pub fn voters(&self) -> BTreeMap<NodeId, String> {
@@ -611,6 +609,8 @@ impl Consensus {
         }
     }
 
+    /// Stops Raft and waits until storage has released the redb file, so
+    /// the same `data_dir` can be opened again. Idempotent.
     pub async fn shutdown(&self) {
         if let Err(error) = self.inner.raft.shutdown().await {
             tracing::warn!(%error, "raft core task ended abnormally");

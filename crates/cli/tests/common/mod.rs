@@ -25,6 +25,18 @@ pub fn free_port() -> u16 {
     panic!("no free port in 20000..32000");
 }
 
+/// Waits up to `limit` for `child` to exit; false if it is still running.
+pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if child.try_wait().ok().flatten().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 /// Polls until `f` returns Some, or panics after `limit` naming `what`.
 pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
