@@ -115,6 +115,16 @@ struct Watched {
 
 /// Samples the lab every `interval` for `duration`.
 pub fn sample(state: &LabState, interval: Duration, duration: Duration) -> Result<Report> {
+    sample_while(state, interval, |elapsed| elapsed <= duration)
+}
+
+/// Samples the lab every `interval` as long as `go_on(time since the
+/// start)` says so (the bench and the nemesis stop it when they are done).
+pub fn sample_while(
+    state: &LabState,
+    interval: Duration,
+    mut go_on: impl FnMut(Duration) -> bool,
+) -> Result<Report> {
     let own = File::open("/proc/thread-self/ns/net")
         .context("cannot open this thread's network namespace")?;
     let mut nodes: Vec<Watched> = state
@@ -135,7 +145,7 @@ pub fn sample(state: &LabState, interval: Duration, duration: Duration) -> Resul
     let started = Instant::now();
     let mut tally = Tally::default();
     let mut next = started;
-    while started.elapsed() <= duration {
+    while go_on(started.elapsed()) {
         let mut holds = Vec::with_capacity(nodes.len());
         for node in &mut nodes {
             holds.push(node_holds(state, node, &own)?);

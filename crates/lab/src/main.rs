@@ -25,10 +25,14 @@
 //! - [`banner`]: the banner server;
 //! - [`probe`]: SMTP banner probes and `watch`;
 //! - [`mail`]: SMTP sending and the small IMAP client;
+//! - [`invariants`]: the sampler of who holds the address, mount and stack;
+//! - [`bench`]: what `bench` and `nemesis` share (prober, mail load,
+//!   settling, the agent's footprint);
 //! - [`commands`]: one module per subcommand family.
 
 mod agent_config;
 mod banner;
+mod bench;
 mod cloud;
 mod commands;
 mod host;
@@ -154,6 +158,56 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure failovers as a client sees them, mailherd against stock
+    /// keepalived in the same lab (builds and removes its own labs).
+    Bench {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value_t = Stack::Banner)]
+        stack: Stack,
+        /// Failovers per mode and manager.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Mail nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Failure modes (comma-separated).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "power,service,partition,agent-kill,agent-freeze"
+        )]
+        modes: Vec<FailMode>,
+        /// What manages the address and the stack (comma-separated).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "mailherd,keepalived,keepalived-tuned"
+        )]
+        managers: Vec<commands::bench::Manager>,
+        /// Seconds over which the idle master agent's CPU share is
+        /// measured (0: skip).
+        #[arg(long, default_value_t = 60)]
+        footprint_secs: u64,
+    },
+    /// A random, reproducible sequence of faults under mail load, checking
+    /// the invariants throughout (builds and removes its own lab); fails
+    /// when two nodes held at once or accepted mail was lost.
+    Nemesis {
+        #[arg(long, default_value_t = 20)]
+        faults: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value_t = Stack::Mail)]
+        stack: Stack,
+        /// Mail nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
     /// Run a command inside a node (its network, mount and PID namespaces).
     Exec {
         node: String,
@@ -278,6 +332,36 @@ fn run(command: Command) -> anyhow::Result<()> {
             duration_ms,
             json,
         } => invariants::run(ms(interval_ms.max(1)), ms(duration_ms), json),
+        Command::Bench {
+            json,
+            stack,
+            rounds,
+            nodes,
+            modes,
+            managers,
+            footprint_secs,
+        } => commands::bench::run(commands::bench::BenchOptions {
+            json,
+            stack,
+            rounds,
+            nodes,
+            modes,
+            managers,
+            footprint: Duration::from_secs(footprint_secs),
+        }),
+        Command::Nemesis {
+            faults,
+            seed,
+            json,
+            stack,
+            nodes,
+        } => commands::nemesis::run(commands::nemesis::NemesisOptions {
+            faults,
+            seed,
+            json,
+            stack,
+            nodes,
+        }),
         Command::Exec { node, command } => commands::exec::run(&node, &command),
         Command::Mail {
             command: MailCommand::Send { subject, body },

@@ -46,6 +46,23 @@ pub struct Cut {
     pub one_way: bool,
 }
 
+/// Where `fail` and `heal` report what they did: stdout, or stderr when
+/// stdout carries a report (the bench's JSON).
+static REPORT_TO_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sends what `fail` and `heal` report to stderr from now on.
+pub fn report_to_stderr() {
+    REPORT_TO_STDERR.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn say(line: String) {
+    if REPORT_TO_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
 pub fn fail(node_name: &str, mode: FailMode, cut: Cut) -> Result<()> {
     let mut state = LabState::load_current()?;
     let node = state.node(node_name)?.clone();
@@ -64,7 +81,7 @@ pub fn fail(node_name: &str, mode: FailMode, cut: Cut) -> Result<()> {
     match mode {
         FailMode::Power => {
             if node.powered_off {
-                println!("{}: already powered off", node.name);
+                say(format!("{}: already powered off", node.name));
                 return Ok(());
             }
             let killed = crate::node::power_off(&node)?;
@@ -72,10 +89,10 @@ pub fn fail(node_name: &str, mode: FailMode, cut: Cut) -> Result<()> {
             entry.powered_off = true;
             entry.frozen_agent = None;
             state.save()?;
-            println!(
+            say(format!(
                 "{}: power cut ({killed} processes killed, link down)",
                 node.name
-            );
+            ));
         }
         FailMode::Service => {
             if !node.is_mail() {
@@ -90,11 +107,11 @@ pub fn fail(node_name: &str, mode: FailMode, cut: Cut) -> Result<()> {
                     node.name
                 );
             }
-            println!(
+            say(format!(
                 "{}: killed the {} stack's main processes {killed:?}",
                 node.name,
                 state.stack.name()
-            );
+            ));
         }
         FailMode::AgentKill => {
             up()?;
@@ -106,15 +123,15 @@ pub fn fail(node_name: &str, mode: FailMode, cut: Cut) -> Result<()> {
                 entry.frozen_agent = None;
                 state.save()?;
             }
-            println!(
+            say(format!(
                 "{}: agent (pid {pid}) killed; its stack is left running",
                 node.name
-            );
+            ));
         }
         FailMode::AgentFreeze => {
             up()?;
             if let Some(pid) = node.frozen_agent.filter(|pid| is_stopped(*pid)) {
-                println!("{}: agent (pid {pid}) already frozen", node.name);
+                say(format!("{}: agent (pid {pid}) already frozen", node.name));
                 return Ok(());
             }
             let pid = agent_pid(&state, &node)?;
@@ -122,20 +139,20 @@ pub fn fail(node_name: &str, mode: FailMode, cut: Cut) -> Result<()> {
                 .with_context(|| format!("cannot stop the agent (pid {pid})"))?;
             state.node_mut(node_name)?.frozen_agent = Some(pid);
             state.save()?;
-            println!(
+            say(format!(
                 "{}: agent (pid {pid}) frozen; its stack is left running",
                 node.name
-            );
+            ));
         }
         FailMode::Partition if cut.from.is_empty() => {
             if node.partitioned {
-                println!("{}: already partitioned", node.name);
+                say(format!("{}: already partitioned", node.name));
                 return Ok(());
             }
             crate::netns::detach_from_bridge(&node.switch_veth)?;
             state.node_mut(node_name)?.partitioned = true;
             state.save()?;
-            println!("{}: cut off from the bridge", node.name);
+            say(format!("{}: cut off from the bridge", node.name));
         }
         FailMode::Partition => {
             let peers = resolve_peers(&state, &node, &cut.from)?;
@@ -152,7 +169,7 @@ pub fn fail(node_name: &str, mode: FailMode, cut: Cut) -> Result<()> {
             }
             entry.cut_one_way = cut.one_way;
             state.save()?;
-            println!(
+            say(format!(
                 "{}: {} from {} (clients still reach it)",
                 node.name,
                 if cut.one_way {
@@ -161,7 +178,7 @@ pub fn fail(node_name: &str, mode: FailMode, cut: Cut) -> Result<()> {
                     "cut off"
                 },
                 peers.join(", ")
-            );
+            ));
         }
     }
     Ok(())
@@ -263,9 +280,9 @@ pub fn heal(node_name: Option<&str>) -> Result<()> {
             done.push("booted");
         }
         if done.is_empty() {
-            println!("{name}: nothing to heal");
+            say(format!("{name}: nothing to heal"));
         } else {
-            println!("{name}: {}", done.join(", "));
+            say(format!("{name}: {}", done.join(", ")));
         }
     }
     Ok(())

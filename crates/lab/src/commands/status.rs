@@ -147,10 +147,25 @@ fn ask_agent(node: &NodeState) -> NodeAnswer {
     if node.powered_off {
         return NodeAnswer::down("powered off");
     }
-    let url = format!("http://{}/status", node.api);
+    match agent_request(node, "/status", None) {
+        Ok((status, body)) if status.is_success() => parse_status(&body),
+        Ok((status, _)) => NodeAnswer::down(format!("/status answered HTTP {status}")),
+        Err(error) => NodeAnswer::down(format!("{error:#}")),
+    }
+}
+
+/// A request to `path` on the node's agent API, from inside the node's
+/// namespace: a GET, or a POST of `{}` with the lab's token when `token`
+/// is given. Returns the HTTP status and the body.
+pub fn agent_request(
+    node: &NodeState,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(reqwest::StatusCode, String)> {
+    let url = format!("http://{}{path}", node.api);
     // The socket must be made by the thread that entered the node's network
     // namespace, so the request runs on a current-thread runtime there.
-    let answer = crate::netns::run_in(&node.namespace, || {
+    crate::netns::run_in(&node.namespace, || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -159,17 +174,19 @@ fn ask_agent(node: &NodeState) -> NodeAnswer {
                 .timeout(AGENT_TIMEOUT)
                 .no_proxy()
                 .build()?;
-            let response = client.get(&url).send().await?;
+            let request = match token {
+                None => client.get(&url),
+                Some(token) => client
+                    .post(&url)
+                    .bearer_auth(token)
+                    .json(&serde_json::json!({})),
+            };
+            let response = request.send().await?;
             let status = response.status();
             let body = response.text().await?;
             anyhow::Ok((status, body))
         })
-    });
-    match answer {
-        Ok((status, body)) if status.is_success() => parse_status(&body),
-        Ok((status, _)) => NodeAnswer::down(format!("/status answered HTTP {status}")),
-        Err(error) => NodeAnswer::down(format!("{error:#}")),
-    }
+    })
 }
 
 fn parse_status(body: &str) -> NodeAnswer {

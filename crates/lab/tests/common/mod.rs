@@ -1,0 +1,114 @@
+//! Shared by the lab's end-to-end tests: running `mailherd-lab` on a lab of
+//! the test file's own (its own name prefix and directory), so test files
+//! never touch each other's lab.
+
+#![allow(dead_code)] // each test binary uses its own part of this
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+/// One lab: the namespaces' name prefix and the lab directory.
+pub struct LabEnv {
+    pub prefix: &'static str,
+    pub dir: &'static str,
+    /// Serialises the tests of one file: they share this lab.
+    pub lock: &'static Mutex<()>,
+}
+
+pub fn lab_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_mailherd-lab"))
+}
+
+/// `MAILHERD_BIN` when set (to test another agent build), else the
+/// `mailherd` built next to the lab.
+pub fn agent_bin() -> PathBuf {
+    let agent = match std::env::var_os("MAILHERD_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => lab_bin()
+            .parent()
+            .expect("the lab binary has a directory")
+            .join("mailherd"),
+    };
+    assert!(
+        agent.exists(),
+        "{} is missing: build it with `cargo build --bins` before the tests",
+        agent.display()
+    );
+    agent
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl LabEnv {
+    /// Exclusive use of this lab, clean at the start and (through the
+    /// guard) at the end, also when the test fails.
+    pub fn exclusive(&'static self) -> LabGuard {
+        let exclusive = self
+            .lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        assert!(nix::unistd::geteuid().is_root(), "the lab tests need root");
+        self.ok(&["down"]);
+        LabGuard {
+            env: self,
+            _exclusive: exclusive,
+        }
+    }
+
+    /// Runs `mailherd-lab ARGS` on this lab.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(lab_bin())
+            .args(args)
+            .env("MAILHERD_BIN", agent_bin())
+            .env("MAILHERD_LAB_PREFIX", self.prefix)
+            .env("MAILHERD_LAB_DIR", self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("mailherd-lab runs")
+    }
+
+    /// Runs the lab, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "`mailherd-lab {}` failed ({}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            output.status,
+            text(&output.stdout),
+            text(&output.stderr),
+        );
+        text(&output.stdout)
+    }
+
+    /// Runs the lab, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            !output.status.success(),
+            "`mailherd-lab {}` should have failed:\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        text(&output.stderr)
+    }
+}
+
+/// Holds a lab for one test; takes it down when dropped.
+pub struct LabGuard {
+    env: &'static LabEnv,
+    _exclusive: MutexGuard<'static, ()>,
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let output = self.env.run(&["down"]);
+        if !output.status.success() && !std::thread::panicking() {
+            panic!("down failed: {}", text(&output.stderr));
+        }
+    }
+}
