@@ -363,10 +363,22 @@ pub fn lab_status() -> Result<Value> {
     serde_json::from_str(&text).context("status --json did not print JSON")
 }
 
+/// How long a master must have served before the bench faults it: past
+/// the grace period after a promotion (2 s in the fast timing profile the
+/// lab runs), in which a failing check does not yet count.
+const PAST_GRACE: Duration = Duration::from_millis(2_500);
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Waits up to `limit` until the cluster is settled: one master, every
 /// other mail node a backup, the floating IP answering with the master's
-/// banner, and (with mailherd) every mail node ready and the breaker
-/// closed. A breaker that would block the next failover is reset through
+/// banner, and (with mailherd) the master past its grace period, every
+/// mail node ready and the breaker closed. A breaker that would block the next failover is reset through
 /// the master's API, as an operator would between two drills. Returns the
 /// master's name and whether the breaker was reset.
 pub fn settle(state: &LabState, prober: &Prober, limit: Duration) -> Result<(String, bool)> {
@@ -453,6 +465,18 @@ fn cluster_ready(
         .unwrap_or_default();
     if !not_ready.is_empty() {
         return Err(format!("not ready yet: {not_ready:?}"));
+    }
+    // A fault in the grace period after a promotion is judged later by
+    // design: the bench faults masters that have served for a while.
+    let epoch = agent["epoch"].as_u64();
+    let assigned_at = agent["history"]
+        .as_array()
+        .and_then(|history| history.iter().rev().find(|entry| entry["epoch"].as_u64() == epoch))
+        .and_then(|entry| entry["assigned_at_unix_ms"].as_u64())
+        .ok_or_else(|| format!("no history entry for epoch {epoch:?} on {master} yet"))?;
+    let serving_ms = unix_ms().saturating_sub(assigned_at);
+    if serving_ms < PAST_GRACE.as_millis() as u64 {
+        return Err(format!("{master} was promoted {serving_ms} ms ago"));
     }
     let breaker = &agent["breaker"];
     let in_window = breaker["failovers_in_window"].as_u64().unwrap_or(0);

@@ -191,6 +191,9 @@ enum Command {
         /// measured (0: skip).
         #[arg(long, default_value_t = 60)]
         footprint_secs: u64,
+        /// Leave the last lab up afterwards (for a post-mortem).
+        #[arg(long)]
+        keep_lab: bool,
     },
     /// A random, reproducible sequence of faults under mail load, checking
     /// the invariants throughout (builds and removes its own lab); fails
@@ -340,6 +343,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             modes,
             managers,
             footprint_secs,
+            keep_lab,
         } => commands::bench::run(commands::bench::BenchOptions {
             json,
             stack,
@@ -348,6 +352,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             modes,
             managers,
             footprint: Duration::from_secs(footprint_secs),
+            keep_lab,
         }),
         Command::Nemesis {
             faults,

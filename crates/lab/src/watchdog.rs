@@ -91,27 +91,25 @@ fn listen(socket: UnixDatagram, log: &dyn Fn(&str)) {
     loop {
         let now = Instant::now();
         let wait = match timer.deadline() {
-            Some(deadline) if deadline <= now => fire(log),
+            Some(deadline) if deadline <= now => {
+                // A kernel watchdog takes a pet the moment it is written;
+                // here it waits in the socket until this thread reads it.
+                // If this thread was late, what queued up meanwhile counts
+                // before the verdict (at most this thread's own lateness
+                // of generosity).
+                drain_queued(&socket, &mut timer, &mut buffer, log);
+                match timer.deadline() {
+                    Some(deadline) if deadline <= Instant::now() => fire(log),
+                    _ => continue,
+                }
+            }
             Some(deadline) => deadline - now,
             None => IDLE_WAIT,
         };
         // A zero timeout means "block forever" to the kernel.
         let _ = socket.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
         match socket.recv(&mut buffer) {
-            Ok(n) => {
-                let text = String::from_utf8_lossy(&buffer[..n]);
-                match parse(&text) {
-                    Some(message) => {
-                        if let Message::Arm(timeout) = &message {
-                            log(&format!("watchdog armed ({} ms)", timeout.as_millis()));
-                        } else if message == Message::Disarm && timer.armed.is_some() {
-                            log("watchdog disarmed");
-                        }
-                        timer.apply(message, Instant::now());
-                    }
-                    None => log(&format!("watchdog: ignoring {text:?}")),
-                }
-            }
+            Ok(n) => receive(&buffer[..n], &mut timer, log),
             Err(error)
                 if matches!(
                     error.kind(),
@@ -123,6 +121,33 @@ fn listen(socket: UnixDatagram, log: &dyn Fn(&str)) {
             }
         }
     }
+}
+
+/// Applies one message read from the socket.
+fn receive(bytes: &[u8], timer: &mut Timer, log: &dyn Fn(&str)) {
+    let text = String::from_utf8_lossy(bytes);
+    match parse(&text) {
+        Some(message) => {
+            if let Message::Arm(timeout) = &message {
+                log(&format!("watchdog armed ({} ms)", timeout.as_millis()));
+            } else if message == Message::Disarm && timer.armed.is_some() {
+                log("watchdog disarmed");
+            }
+            timer.apply(message, Instant::now());
+        }
+        None => log(&format!("watchdog: ignoring {text:?}")),
+    }
+}
+
+/// Applies every message already waiting in the socket, without blocking.
+fn drain_queued(socket: &UnixDatagram, timer: &mut Timer, buffer: &mut [u8], log: &dyn Fn(&str)) {
+    if socket.set_nonblocking(true).is_err() {
+        return;
+    }
+    while let Ok(n) = socket.recv(buffer) {
+        receive(&buffer[..n], timer, log);
+    }
+    let _ = socket.set_nonblocking(false);
 }
 
 /// Powers the node off from the inside. Never returns.

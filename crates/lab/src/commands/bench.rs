@@ -60,6 +60,8 @@ pub struct BenchOptions {
     pub managers: Vec<Manager>,
     /// How long the idle agent's CPU share is measured (0: not at all).
     pub footprint: Duration,
+    /// Leave the last phase's lab up.
+    pub keep_lab: bool,
 }
 
 /// How long a cluster may take to settle between two faults.
@@ -126,10 +128,17 @@ pub fn refuse_a_running_lab(command: &str) -> Result<()> {
 }
 
 /// Runs `down` when dropped, so a failed phase leaves no lab behind.
-pub struct DownOnDrop;
+pub struct DownOnDrop {
+    /// Leave the lab up (a post-mortem of the last phase).
+    pub keep: bool,
+}
 
 impl Drop for DownOnDrop {
     fn drop(&mut self) {
+        if self.keep {
+            bench::progress("the lab is left up (--keep-lab): `mailherd-lab down` removes it");
+            return;
+        }
         if let Err(error) = bench::run_lab(&["down"]) {
             bench::progress(&format!("down failed: {error:#}"));
         }
@@ -147,7 +156,9 @@ fn run_phase(manager: Manager, options: &BenchOptions) -> Result<Phase> {
         manager.name(),
         up.join(" ")
     ));
-    let _down = DownOnDrop;
+    let _down = DownOnDrop {
+        keep: options.keep_lab && Some(&manager) == options.managers.last(),
+    };
     bench::run_lab(&up)?;
     let state = LabState::load_current()?;
     let prober = Prober::start(&state)?;
@@ -155,7 +166,7 @@ fn run_phase(manager: Manager, options: &BenchOptions) -> Result<Phase> {
     let load = match options.stack {
         Stack::Mail => Some(Load::start(
             &state,
-            &format!("bench-{}-{}", manager.name(), unix_ms()),
+            &format!("bench-{}-{}", manager.name(), bench::unix_ms()),
         )?),
         Stack::Banner => None,
     };
@@ -228,12 +239,6 @@ pub fn mode_name(mode: FailMode) -> &'static str {
     }
 }
 
-pub fn unix_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-}
 
 fn figures(phase: &Phase) -> Value {
     let mut modes = serde_json::Map::new();

@@ -80,7 +80,7 @@ pub fn run(options: NemesisOptions) -> Result<()> {
         options.seed,
         up.join(" ")
     ));
-    let _down = DownOnDrop;
+    let _down = DownOnDrop { keep: false };
     bench::run_lab(&up)?;
     let state = LabState::load_current()?;
     let prober = Prober::start(&state)?;
@@ -91,7 +91,7 @@ pub fn run(options: NemesisOptions) -> Result<()> {
             &format!(
                 "nemesis-{}-{}",
                 options.seed,
-                crate::commands::bench::unix_ms()
+                bench::unix_ms()
             ),
         )?),
         Stack::Banner => None,
