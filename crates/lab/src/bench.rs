@@ -471,7 +471,12 @@ fn cluster_ready(
     let epoch = agent["epoch"].as_u64();
     let assigned_at = agent["history"]
         .as_array()
-        .and_then(|history| history.iter().rev().find(|entry| entry["epoch"].as_u64() == epoch))
+        .and_then(|history| {
+            history
+                .iter()
+                .rev()
+                .find(|entry| entry["epoch"].as_u64() == epoch)
+        })
         .and_then(|entry| entry["assigned_at_unix_ms"].as_u64())
         .ok_or_else(|| format!("no history entry for epoch {epoch:?} on {master} yet"))?;
     let serving_ms = unix_ms().saturating_sub(assigned_at);

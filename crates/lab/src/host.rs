@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::state::Stack;
+use crate::state::{Manager, Stack};
 
 /// Runs `program args...`, returns its stdout; a failure names the command
 /// and carries its stderr.
@@ -134,6 +134,18 @@ const MAIL_REQUIREMENTS: &[Requirement] = &[
     },
 ];
 
+const KEEPALIVED_REQUIREMENTS: &[Requirement] = &[
+    Requirement {
+        what: "keepalived",
+        package: "keepalived",
+    },
+    // The notify script serialises its stack commands with it.
+    Requirement {
+        what: "flock",
+        package: "util-linux",
+    },
+];
+
 /// Finds `program` in PATH (and the sbin directories, which a non-login
 /// root shell may lack).
 pub fn which(program: &str) -> Option<PathBuf> {
@@ -151,15 +163,18 @@ pub fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Checks that we are root and that every tool of `stack` is installed;
-/// the error lists the missing Debian packages.
-pub fn preflight(stack: Stack) -> Result<()> {
+/// Checks that we are root and that every tool of `stack` and `manager` is
+/// installed; the error lists the missing Debian packages.
+pub fn preflight(stack: Stack, manager: Manager) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("mailherd-lab needs root (it creates namespaces, loop devices and mounts)");
     }
     let mut requirements: Vec<&Requirement> = BASE_REQUIREMENTS.iter().collect();
     if stack == Stack::Mail {
         requirements.extend(MAIL_REQUIREMENTS);
+    }
+    if manager.is_keepalived() {
+        requirements.extend(KEEPALIVED_REQUIREMENTS);
     }
     check_requirements(&requirements)?;
     if !Path::new("/dev/loop-control").exists() {
@@ -215,6 +230,16 @@ pub fn resolve_agent_bin(explicit: Option<&Path>) -> Result<PathBuf> {
             path.display()
         );
     }
+    path.canonicalize()
+        .with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+/// The keepalived binary of `--manager keepalived`, from PATH.
+pub fn resolve_keepalived_bin() -> Result<PathBuf> {
+    let path = which("keepalived").context(
+        "keepalived is not installed; install it with `apt-get install keepalived` \
+         (scripts/install-deps.sh does)",
+    )?;
     path.canonicalize()
         .with_context(|| format!("cannot resolve {}", path.display()))
 }

@@ -6,7 +6,9 @@
 //! stack is either a tiny banner server or real Postfix and Dovecot with
 //! their queue and mail store on that volume. Faults (power cut, mail stack
 //! crash, network partition) are injected from outside, the way they happen
-//! to real servers. Needs root.
+//! to real servers. Needs root. With `--manager keepalived` (or
+//! `keepalived-tuned`) stock keepalived runs on the nodes instead of the
+//! agent, for the benchmark's comparison in the same lab.
 //!
 //! Exit codes: 0 success; 1 failure (the reason on stderr); 2 bad usage.
 //!
@@ -22,6 +24,8 @@
 //! - [`cloud`]: `--cloud hetzner-sim`: the router namespace and the Hetzner
 //!   Cloud API simulator that programs it (`hcloud-sim`);
 //! - [`node`]: booting and powering off nodes; `node-init`, PID 1 of a node;
+//! - [`keepalived`]: `--manager keepalived|keepalived-tuned`: each node's
+//!   keepalived.conf, notify and track scripts, keepalived's processes;
 //! - [`banner`]: the banner server;
 //! - [`probe`]: SMTP banner probes and `watch`;
 //! - [`mail`]: SMTP sending and the small IMAP client;
@@ -37,6 +41,7 @@ mod cloud;
 mod commands;
 mod host;
 mod invariants;
+mod keepalived;
 mod mail;
 mod netns;
 mod node;
@@ -56,7 +61,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::fault::FailMode;
 use crate::commands::up::Cloud;
-use crate::state::Stack;
+use crate::state::{Manager, Stack};
 
 #[derive(Parser)]
 #[command(
@@ -83,8 +88,14 @@ enum Command {
         stack: Stack,
         #[arg(long, value_enum, default_value = "local")]
         cloud: Cloud,
-        /// The agent binary (default: `mailherd` next to this executable).
-        #[arg(long, env = "MAILHERD_BIN")]
+        /// What runs on the mail nodes: the mailherd agent, or stock
+        /// keepalived (`--stack banner` only, no witnesses, `--cloud local`)
+        /// at its default or its fastest timing.
+        #[arg(long, value_enum, default_value = "mailherd")]
+        manager: Manager,
+        /// The agent binary (default: $MAILHERD_BIN, else `mailherd` next to
+        /// this executable). A keepalived lab runs `keepalived` from PATH.
+        #[arg(long)]
         agent_bin: Option<PathBuf>,
         /// How long to wait for the first banner on the floating IP.
         #[arg(long, default_value_t = 60)]
@@ -234,6 +245,9 @@ enum Command {
         agent_bin: PathBuf,
         #[arg(long)]
         config: PathBuf,
+        /// What `--agent-bin` is: the mailherd agent or keepalived.
+        #[arg(long, value_enum, default_value = "mailherd")]
+        manager: Manager,
         /// Omitted on witnesses.
         #[arg(long, value_enum)]
         stack: Option<Stack>,
@@ -254,6 +268,15 @@ enum Command {
         /// Fork into the background once listening.
         #[arg(long)]
         daemon: bool,
+    },
+    /// Exit 0 when ADDRESS greets with a ready SMTP banner in time (the
+    /// track script of `--manager keepalived`, run inside a node).
+    #[command(hide = true)]
+    CheckBanner {
+        #[arg(long)]
+        address: SocketAddr,
+        #[arg(long, default_value_t = 500)]
+        timeout_ms: u64,
     },
     /// The Hetzner Cloud API simulator of `--cloud hetzner-sim` (started by
     /// `up` in the router namespace).
@@ -300,6 +323,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             witness,
             stack,
             cloud,
+            manager,
             agent_bin,
             wait_secs,
             keep_on_failure,
@@ -308,6 +332,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             witnesses: witness,
             stack,
             cloud,
+            manager,
             agent_bin,
             wait: Duration::from_secs(wait_secs),
             keep_on_failure,
@@ -379,6 +404,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             dir,
             agent_bin,
             config,
+            manager,
             stack,
             agent_restart_delay_ms,
         } => node::node_init(node::NodeInit {
@@ -386,6 +412,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             dir,
             agent_bin,
             config,
+            manager,
             stack,
             agent_restart_delay: ms(agent_restart_delay_ms),
         }),
@@ -402,6 +429,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             log,
             daemon,
         }),
+        Command::CheckBanner {
+            address,
+            timeout_ms,
+        } => probe::check_banner(address, ms(timeout_ms)),
         Command::HcloudSim { state } => cloud::run_simulator(&state),
     }
 }

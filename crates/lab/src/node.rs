@@ -5,7 +5,8 @@
 //! mailherd-lab node-init ...`, started detached. `node-init` makes the
 //! node's private mounts, starts the agent (which must not be PID 1, so that
 //! killing the agent alone leaves the node up) and reaps every child, since
-//! daemons the agent starts get reparented to it.
+//! daemons the agent starts get reparented to it. In a keepalived lab it
+//! starts keepalived instead, and restarts it the same way.
 //!
 //! A power cut SIGKILLs the PID namespace's init: the kernel then kills every
 //! other process of the node at once, and the node's mounts (the volume
@@ -23,7 +24,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::state::{LabState, NodeState, Stack};
+use crate::state::{LabState, Manager, NodeState, Stack};
 
 /// How long `boot` waits for the node's init to appear.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,7 +60,8 @@ pub fn boot(state: &LabState, node: &NodeState) -> Result<()> {
         .arg("--agent-bin")
         .arg(&state.agent_bin)
         .arg("--config")
-        .arg(&node.config);
+        .arg(&node.config)
+        .args(["--manager", state.manager.name()]);
     // Witnesses run no mail stack, so they get none of its private mounts.
     if node.is_mail() {
         command.args(["--stack", state.stack.name()]);
@@ -224,9 +226,12 @@ pub struct NodeInit {
     pub dir: PathBuf,
     pub agent_bin: PathBuf,
     pub config: PathBuf,
+    /// Whether `agent_bin` is the mailherd agent or keepalived.
+    pub manager: Manager,
     /// The mail stack whose private mounts to make; `None` on a witness.
     pub stack: Option<Stack>,
-    /// Pause before restarting an agent that exited, like systemd's RestartSec.
+    /// Pause before restarting an agent (or keepalived) that exited, like
+    /// systemd's RestartSec.
     pub agent_restart_delay: Duration,
 }
 
@@ -237,24 +242,26 @@ pub fn node_init(init: NodeInit) -> Result<()> {
     }
     log(&init.node, "booting");
     make_private_mounts(&init)?;
-    // Only mail nodes hold the role, so only they arm a watchdog.
-    if init.stack.is_some() {
+    // Only mail nodes hold the role, so only they arm a watchdog; keepalived
+    // knows no watchdog.
+    if init.stack.is_some() && init.manager == Manager::Mailherd {
         crate::watchdog::start(&init.node, &init.dir)?;
     }
+    let name = init.manager.process_name();
     let mut agent = spawn_agent(&init);
     loop {
         match waitpid(None::<Pid>, None) {
             Ok(WaitStatus::Exited(pid, code)) if Some(pid) == agent => {
                 log(
                     &init.node,
-                    &format!("agent (pid {pid}) exited with status {code}"),
+                    &format!("{name} (pid {pid}) exited with status {code}"),
                 );
                 agent = None;
             }
             Ok(WaitStatus::Signaled(pid, signal, _)) if Some(pid) == agent => {
                 log(
                     &init.node,
-                    &format!("agent (pid {pid}) was killed by {signal}"),
+                    &format!("{name} (pid {pid}) was killed by {signal}"),
                 );
                 agent = None;
             }
@@ -265,6 +272,9 @@ pub fn node_init(init: NodeInit) -> Result<()> {
         }
         if agent.is_none() {
             std::thread::sleep(init.agent_restart_delay);
+            if init.manager.is_keepalived() {
+                prepare_keepalived_restart(&init);
+            }
             agent = spawn_agent(&init);
         }
     }
@@ -329,6 +339,8 @@ fn bind(source: &Path, target: &Path) -> Result<()> {
 /// 10 ms ticks and 50 ms heartbeats; on a busy two-core host (a build, the
 /// test harness, Postfix) a normal-priority agent can be starved long
 /// enough to miss its renewals, which then looks like a failed node.
+/// keepalived runs at the same priority in a keepalived lab, so that the
+/// benchmark compares the two on equal terms.
 const AGENT_NICE: i32 = -10;
 
 trait PriorityExt {
@@ -351,16 +363,60 @@ impl PriorityExt for Command {
     }
 }
 
-/// Starts the agent with its output appended to `<node>/agent.log`; a failure
-/// is logged and retried after the restart delay.
-fn spawn_agent(init: &NodeInit) -> Option<Pid> {
-    let log_path = init.dir.join("agent.log");
-    let spawned = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .and_then(|log| {
-            Command::new(&init.agent_bin)
+/// Before keepalived starts again: its children outlive a killed main
+/// process for a moment (they shut down on their parent's death, running
+/// notify_stop), and its pid files would name processes that are gone or,
+/// worse, PIDs reused by others, which makes keepalived refuse to start
+/// ("daemon is already running"). Runs in the node, as its PID 1.
+fn prepare_keepalived_restart(init: &NodeInit) {
+    let deadline = Instant::now() + POWER_OFF_TIMEOUT;
+    loop {
+        let left = own_processes_running(&init.agent_bin);
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            log(
+                &init.node,
+                &format!("keepalived processes {left:?} outlived their parent; killing them"),
+            );
+            for pid in left {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            break;
+        }
+        // They are this init's children now: reap them as they exit.
+        while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+            waitpid(None::<Pid>, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+        {}
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid_file in crate::keepalived::pid_files(&init.dir.join("run")) {
+        let _ = std::fs::remove_file(pid_file);
+    }
+}
+
+/// PIDs (in this node's PID namespace) of processes running `program`;
+/// zombies have no executable and are left out.
+fn own_processes_running(program: &Path) -> Vec<i32> {
+    let program = std::fs::canonicalize(program).unwrap_or(program.to_path_buf());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == program)
+        })
+        .collect()
+}
+
+/// The agent's (or keepalived's) command line.
+fn manager_command(init: &NodeInit) -> Command {
+    let mut command = Command::new(&init.agent_bin);
+    match init.manager {
+        Manager::Mailherd => {
+            command
                 .arg("agent")
                 .arg("--config")
                 .arg(&init.config)
@@ -370,7 +426,30 @@ fn spawn_agent(init: &NodeInit) -> Option<Pid> {
                         .unwrap_or_else(|_| "info,openraft=error".into()),
                 )
                 // The log is a file: no terminal colour codes in it.
-                .env("NO_COLOR", "1")
+                .env("NO_COLOR", "1");
+        }
+        Manager::Keepalived | Manager::KeepalivedTuned => {
+            command.args(crate::keepalived::daemon_args(
+                &init.config,
+                &init.dir.join("run"),
+            ));
+        }
+    }
+    command
+}
+
+/// Starts the agent (or keepalived) with its output appended to
+/// `<node>/agent.log`; a failure is logged and retried after the restart
+/// delay.
+fn spawn_agent(init: &NodeInit) -> Option<Pid> {
+    let log_path = init.dir.join("agent.log");
+    let name = init.manager.process_name();
+    let spawned = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .and_then(|log| {
+            manager_command(init)
                 .current_dir(&init.dir)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
@@ -380,16 +459,13 @@ fn spawn_agent(init: &NodeInit) -> Option<Pid> {
         });
     match spawned {
         Ok(child) => {
-            log(&init.node, &format!("agent started (pid {})", child.id()));
+            log(&init.node, &format!("{name} started (pid {})", child.id()));
             Some(Pid::from_raw(child.id() as i32))
         }
         Err(error) => {
             log(
                 &init.node,
-                &format!(
-                    "cannot start the agent {}: {error}",
-                    init.agent_bin.display()
-                ),
+                &format!("cannot start {name} {}: {error}", init.agent_bin.display()),
             );
             None
         }

@@ -55,6 +55,16 @@ pub fn is_ready_banner(banner: &str) -> bool {
     banner.starts_with("220 ") || banner.starts_with("220-")
 }
 
+/// `check-banner`: succeeds when `address` greets with a ready banner
+/// within `timeout`; the error says what came instead.
+pub fn check_banner(address: SocketAddr, timeout: Duration) -> Result<()> {
+    match read_banner(address, timeout) {
+        Ok(banner) if is_ready_banner(&banner) => Ok(()),
+        Ok(banner) => anyhow::bail!("{address} is not ready: {banner:?}"),
+        Err(reason) => anyhow::bail!("no banner from {address}: {reason}"),
+    }
+}
+
 pub struct WatchOptions {
     pub address: SocketAddr,
     pub interval: Duration,

@@ -35,12 +35,72 @@ impl Stack {
     }
 }
 
+/// What runs on the mail nodes, moves the floating IP and starts the stack:
+/// mailherd, or stock keepalived for the benchmark's comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Manager {
+    /// The mailherd agent on every node (Raft, leases, pipelines).
+    #[default]
+    Mailherd,
+    /// keepalived (Debian's) at its default timing: VRRPv2, adverts every
+    /// second, the track script every second with fall 2 and rise 2.
+    Keepalived,
+    /// keepalived at the fastest timing that keepalived 2.2.7 accepts and
+    /// that stays stable: VRRPv3 with 50 ms adverts, the track script every
+    /// second (its minimum) with fall 1 and rise 1.
+    KeepalivedTuned,
+}
+
+impl Manager {
+    /// The `--manager` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Manager::Mailherd => "mailherd",
+            Manager::Keepalived => "keepalived",
+            Manager::KeepalivedTuned => "keepalived-tuned",
+        }
+    }
+
+    /// The software, whatever its timing: `mailherd` or `keepalived`.
+    pub fn software(self) -> &'static str {
+        match self {
+            Manager::Mailherd => "mailherd",
+            Manager::Keepalived | Manager::KeepalivedTuned => "keepalived",
+        }
+    }
+
+    /// The keepalived timing, for the keepalived managers.
+    pub fn keepalived_timing(self) -> Option<&'static crate::keepalived::Timing> {
+        match self {
+            Manager::Mailherd => None,
+            Manager::Keepalived => Some(&crate::keepalived::STOCK),
+            Manager::KeepalivedTuned => Some(&crate::keepalived::TUNED),
+        }
+    }
+
+    pub fn is_keepalived(self) -> bool {
+        self != Manager::Mailherd
+    }
+
+    /// What messages call the node's manager process.
+    pub fn process_name(self) -> &'static str {
+        match self {
+            Manager::Mailherd => "agent",
+            Manager::Keepalived | Manager::KeepalivedTuned => "keepalived",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabState {
     /// Format version of this file.
     pub version: u32,
     pub lab_dir: PathBuf,
     pub stack: Stack,
+    /// What runs on the mail nodes (state files of older labs: mailherd).
+    #[serde(default)]
+    pub manager: Manager,
     /// `local` or `hetzner-sim`.
     pub cloud: String,
     /// The simulated Hetzner Cloud (`--cloud hetzner-sim` only).
@@ -52,7 +112,8 @@ pub struct LabState {
     pub bridge: String,
     pub client: ClientState,
     pub volume: VolumeState,
-    /// The agent binary every node runs (kept so `heal` boots the same one).
+    /// The agent binary every node runs (kept so `heal` boots the same one):
+    /// `mailherd`, or `keepalived` with a keepalived manager.
     pub agent_bin: PathBuf,
     /// This lab binary (node-init and the banner server are subcommands of it).
     pub lab_bin: PathBuf,
@@ -91,7 +152,7 @@ pub struct NodeState {
     pub address: Ipv4Addr,
     pub switch_veth: String,
     pub dir: PathBuf,
-    /// The agent's config file.
+    /// The agent's config file (`keepalived.conf` with a keepalived manager).
     pub config: PathBuf,
     pub api: SocketAddr,
     pub peer: SocketAddr,
@@ -146,7 +207,7 @@ impl NodeState {
         self.dir.join("node.log")
     }
 
-    /// The agent's stdout and stderr.
+    /// The agent's stdout and stderr (keepalived's, with a keepalived manager).
     pub fn agent_log(&self) -> PathBuf {
         self.dir.join("agent.log")
     }
@@ -251,6 +312,7 @@ pub(crate) mod tests {
             version: STATE_VERSION,
             lab_dir: lab_dir.to_path_buf(),
             stack: Stack::Mail,
+            manager: Manager::Mailherd,
             cloud: "local".into(),
             hetzner_sim: None,
             floating_ip: crate::topology::FLOATING_IP,

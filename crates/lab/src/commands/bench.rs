@@ -239,7 +239,6 @@ pub fn mode_name(mode: FailMode) -> &'static str {
     }
 }
 
-
 fn figures(phase: &Phase) -> Value {
     let mut modes = serde_json::Map::new();
     let names: std::collections::BTreeSet<&str> = phase

@@ -19,6 +19,15 @@
 //!   `--one-way` only what arrives from them: a partial or an asymmetric
 //!   partition.
 //!
+//! In a keepalived lab (`up --manager keepalived`) keepalived stands in for
+//! the agent: agent-kill SIGKILLs keepalived's main process (its VRRP child
+//! then shuts down on its parent's death, runs notify_stop and drops the
+//! address; node-init starts keepalived again after a second), and
+//! agent-freeze SIGSTOPs every keepalived process of the node, the VRRP
+//! child included, which keeps the address and the stack; `heal`
+//! continues them. There is no watchdog: a frozen keepalived master keeps
+//! its address while a backup takes over.
+//!
 //! Faults are recorded in the state file so `status` shows them and `heal`
 //! knows what to undo.
 
@@ -115,34 +124,61 @@ pub fn fail(node_name: &str, mode: FailMode, cut: Cut) -> Result<()> {
         }
         FailMode::AgentKill => {
             up()?;
+            let name = state.manager.process_name();
             let pid = agent_pid(&state, &node)?;
             kill(Pid::from_raw(pid), Signal::SIGKILL)
-                .with_context(|| format!("cannot kill the agent (pid {pid})"))?;
+                .with_context(|| format!("cannot kill {name} (pid {pid})"))?;
             let entry = state.node_mut(node_name)?;
             if entry.frozen_agent == Some(pid) {
                 entry.frozen_agent = None;
                 state.save()?;
             }
-            say(format!(
-                "{}: agent (pid {pid}) killed; its stack is left running",
-                node.name
-            ));
+            if state.manager.is_keepalived() {
+                say(format!(
+                    "{}: keepalived (pid {pid}) killed; its VRRP child shuts down with it",
+                    node.name
+                ));
+            } else {
+                say(format!(
+                    "{}: agent (pid {pid}) killed; its stack is left running",
+                    node.name
+                ));
+            }
         }
         FailMode::AgentFreeze => {
             up()?;
+            let name = state.manager.process_name();
             if let Some(pid) = node.frozen_agent.filter(|pid| is_stopped(*pid)) {
-                say(format!("{}: agent (pid {pid}) already frozen", node.name));
+                say(format!("{}: {name} (pid {pid}) already frozen", node.name));
                 return Ok(());
             }
             let pid = agent_pid(&state, &node)?;
-            kill(Pid::from_raw(pid), Signal::SIGSTOP)
-                .with_context(|| format!("cannot stop the agent (pid {pid})"))?;
+            // keepalived's work is done by its VRRP child: freeze them all.
+            let pids = if state.manager.is_keepalived() {
+                crate::keepalived::processes(&state, &node)?
+                    .iter()
+                    .map(|process| process.pid)
+                    .collect()
+            } else {
+                vec![pid]
+            };
+            for pid in &pids {
+                kill(Pid::from_raw(*pid), Signal::SIGSTOP)
+                    .with_context(|| format!("cannot stop {name} (pid {pid})"))?;
+            }
             state.node_mut(node_name)?.frozen_agent = Some(pid);
             state.save()?;
-            say(format!(
-                "{}: agent (pid {pid}) frozen; its stack is left running",
-                node.name
-            ));
+            if state.manager.is_keepalived() {
+                say(format!(
+                    "{}: keepalived (pids {pids:?}) frozen; its address and stack are left as they are",
+                    node.name
+                ));
+            } else {
+                say(format!(
+                    "{}: agent (pid {pid}) frozen; its stack is left running",
+                    node.name
+                ));
+            }
         }
         FailMode::Partition if cut.from.is_empty() => {
             if node.partitioned {
@@ -207,8 +243,22 @@ fn resolve_peers(state: &LabState, node: &NodeState, from: &[String]) -> Result<
     Ok(peers)
 }
 
-/// The host PID of the node's agent.
+/// The host PID of the node's agent (keepalived's main process in a
+/// keepalived lab).
 fn agent_pid(state: &LabState, node: &NodeState) -> Result<i32> {
+    if state.manager.is_keepalived() {
+        return crate::keepalived::processes(state, node)?
+            .iter()
+            .find(|process| process.main)
+            .map(|process| process.pid)
+            .with_context(|| {
+                format!(
+                    "keepalived does not run on {} right now (it may be restarting; see {})",
+                    node.name,
+                    node.node_log().display()
+                )
+            });
+    }
     let agent_bin = std::fs::canonicalize(&state.agent_bin).unwrap_or(state.agent_bin.clone());
     for pid in crate::netns::pids(&node.namespace)? {
         let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
@@ -266,7 +316,19 @@ pub fn heal(node_name: Option<&str>) -> Result<()> {
         if let Some(pid) = state.node(&name)?.frozen_agent {
             // Gone if the watchdog powered the node off, or after a boot.
             if is_stopped(pid) && kill(Pid::from_raw(pid), Signal::SIGCONT).is_ok() {
-                done.push("agent continued");
+                done.push(if state.manager.is_keepalived() {
+                    "keepalived continued"
+                } else {
+                    "agent continued"
+                });
+            }
+            if state.manager.is_keepalived() {
+                // The VRRP child was frozen with it.
+                for process in crate::keepalived::processes(&state, state.node(&name)?)? {
+                    if is_stopped(process.pid) {
+                        let _ = kill(Pid::from_raw(process.pid), Signal::SIGCONT);
+                    }
+                }
             }
             state.node_mut(&name)?.frozen_agent = None;
             state.save()?;

@@ -17,6 +17,7 @@ use crate::topology::{self, NodeKind};
 
 pub fn add_node(witness: bool) -> Result<()> {
     let mut state = LabState::load_current()?;
+    refuse_keepalived(&state, "add-node")?;
     if state.hetzner_sim.is_some() {
         bail!("add-node does not work with --cloud hetzner-sim: the simulator's world has a fixed set of servers");
     }
@@ -99,6 +100,7 @@ fn build_and_add(state: &LabState, node: &NodeState, contact: &str) -> Result<()
 
 pub fn remove_node(name: &str) -> Result<()> {
     let mut state = LabState::load_current()?;
+    refuse_keepalived(&state, "remove-node")?;
     let node = state.node(name)?.clone();
     let mail_left = state
         .nodes
@@ -118,6 +120,19 @@ pub fn remove_node(name: &str) -> Result<()> {
     state.nodes.retain(|n| n.name != node.name);
     state.save()?;
     println!("{name}: removed from the cluster and the lab");
+    Ok(())
+}
+
+/// Membership changes are mailherd's: keepalived's peers are fixed in
+/// every node's keepalived.conf.
+fn refuse_keepalived(state: &LabState, command: &str) -> Result<()> {
+    if state.manager.is_keepalived() {
+        bail!(
+            "{command} works on mailherd labs only; this lab runs --manager {}, \
+             whose nodes are fixed at `up`",
+            state.manager.name()
+        );
+    }
     Ok(())
 }
 

@@ -88,11 +88,7 @@ pub fn run(options: NemesisOptions) -> Result<()> {
     let load = match options.stack {
         Stack::Mail => Some(Load::start(
             &state,
-            &format!(
-                "nemesis-{}-{}",
-                options.seed,
-                bench::unix_ms()
-            ),
+            &format!("nemesis-{}-{}", options.seed, bench::unix_ms()),
         )?),
         Stack::Banner => None,
     };

@@ -4,6 +4,11 @@
 //! namespace, all nodes in parallel, so a partitioned node is still read
 //! correctly. A powered-off node, or one whose agent does not answer, is
 //! `down`. The JSON shape is design §7's (more fields are allowed).
+//!
+//! A keepalived lab has no agents to ask: a node whose keepalived runs is
+//! `master` when it holds the floating IP, `fault` when its notify script
+//! last wrote FAULT, else `backup`; its `api` is null. `manager` says which
+//! kind of lab it is.
 
 use std::time::Duration;
 
@@ -27,6 +32,8 @@ pub struct NodeAnswer {
     /// node's eth0, the volume in its mount namespace.
     pub holds_floating_ip: bool,
     pub volume_mounted: bool,
+    /// What keepalived's notify script last wrote (keepalived labs only).
+    pub keepalived_state: Option<String>,
 }
 
 impl NodeAnswer {
@@ -37,6 +44,7 @@ impl NodeAnswer {
             error: Some(error.into()),
             holds_floating_ip: false,
             volume_mounted: false,
+            keepalived_state: None,
         }
     }
 }
@@ -46,9 +54,16 @@ struct StatusJson<'a> {
     floating_ip: String,
     client_namespace: &'a str,
     stack: &'static str,
+    /// `mailherd` or `keepalived`.
+    manager: &'static str,
+    /// keepalived labs only: the timing keepalived runs with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keepalived: Option<&'static crate::keepalived::Timing>,
     lab_dir: String,
-    /// The control token of every agent (`mailherd switchover --token-file`).
-    token_file: String,
+    /// The control token of every agent (`mailherd switchover --token-file`);
+    /// keepalived labs have none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_file: Option<String>,
     volume: VolumeJson,
     nodes: Vec<NodeJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,13 +98,16 @@ struct NodeJson<'a> {
     address: String,
     role: String,
     config: String,
-    api: String,
+    /// The agent's HTTP API; null on keepalived nodes, which have none.
+    api: Option<String>,
     kind: crate::topology::NodeKind,
     epoch: Option<u64>,
     /// Faults the lab injected and `heal` has not undone.
     faults: Vec<&'static str>,
     holds_floating_ip: bool,
     volume_mounted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keepalived_state: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -134,13 +152,53 @@ pub fn query_all(state: &LabState) -> Vec<NodeAnswer> {
 }
 
 fn query(state: &LabState, node: &NodeState) -> NodeAnswer {
-    let mut answer = ask_agent(node);
-    answer.holds_floating_ip = crate::netns::interface_addresses(&node.namespace)
+    let holds_floating_ip = crate::netns::interface_addresses(&node.namespace)
         .map(|addresses| addresses.contains(&state.floating_ip))
         .unwrap_or(false);
+    let mut answer = if state.manager.is_keepalived() {
+        ask_keepalived(state, node, holds_floating_ip)
+    } else {
+        ask_agent(node)
+    };
+    answer.holds_floating_ip = holds_floating_ip;
     answer.volume_mounted =
         crate::node::has_mount(&node.namespace, &state.volume.mount_point).unwrap_or(false);
     answer
+}
+
+/// A keepalived node's role, from the host: keepalived runs, the address,
+/// the notify script's last word.
+fn ask_keepalived(state: &LabState, node: &NodeState, holds_floating_ip: bool) -> NodeAnswer {
+    if node.powered_off {
+        return NodeAnswer::down("powered off");
+    }
+    match crate::keepalived::processes(state, node) {
+        Ok(processes) if processes.is_empty() => {
+            return NodeAnswer::down("keepalived is not running");
+        }
+        Ok(_) => {}
+        Err(error) => return NodeAnswer::down(format!("{error:#}")),
+    }
+    let keepalived_state = crate::keepalived::read_state(node);
+    NodeAnswer {
+        role: keepalived_role(holds_floating_ip, keepalived_state.as_deref()).to_string(),
+        epoch: None,
+        error: None,
+        holds_floating_ip,
+        volume_mounted: false,
+        keepalived_state,
+    }
+}
+
+/// The address is what clients follow, so its holder is the master
+/// (keepalived adds it before notify_master runs, and a frozen keepalived
+/// keeps it); FAULT is only known from the notify script.
+fn keepalived_role(holds_floating_ip: bool, notified: Option<&str>) -> &'static str {
+    match (holds_floating_ip, notified) {
+        (true, _) => "master",
+        (false, Some("FAULT")) => "fault",
+        (false, _) => "backup",
+    }
 }
 
 fn ask_agent(node: &NodeState) -> NodeAnswer {
@@ -200,6 +258,7 @@ fn parse_status(body: &str) -> NodeAnswer {
             error: None,
             holds_floating_ip: false,
             volume_mounted: false,
+            keepalived_state: None,
         },
         None => NodeAnswer::down("/status has no role"),
     }
@@ -231,10 +290,14 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
         floating_ip: state.floating_ip.to_string(),
         client_namespace: &state.client.namespace,
         stack: state.stack.name(),
+        manager: state.manager.software(),
+        keepalived: state.manager.keepalived_timing(),
         lab_dir: state.lab_dir.display().to_string(),
-        token_file: crate::topology::token_file(&state.lab_dir)
-            .display()
-            .to_string(),
+        token_file: (!state.manager.is_keepalived()).then(|| {
+            crate::topology::token_file(&state.lab_dir)
+                .display()
+                .to_string()
+        }),
         volume: VolumeJson {
             device: state
                 .volume
@@ -253,12 +316,13 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
                 address: node.address.to_string(),
                 role: answer.role.clone(),
                 config: node.config.display().to_string(),
-                api: format!("http://{}", node.api),
+                api: (!state.manager.is_keepalived()).then(|| format!("http://{}", node.api)),
                 kind: node.kind,
                 epoch: answer.epoch,
                 faults: faults(node),
                 holds_floating_ip: answer.holds_floating_ip,
                 volume_mounted: answer.volume_mounted,
+                keepalived_state: answer.keepalived_state.clone(),
                 error: answer.error.clone(),
             })
             .collect(),
@@ -278,10 +342,11 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
 
 pub fn print_table(state: &LabState, answers: &[NodeAnswer]) {
     println!(
-        "floating IP {} (client namespace {}), stack {}",
+        "floating IP {} (client namespace {}), stack {}, manager {}",
         state.floating_ip,
         state.client.namespace,
-        state.stack.name()
+        state.stack.name(),
+        state.manager.name()
     );
     println!(
         "{:<5} {:<10} {:<11} {:<8} {:<6} {:<15} {:<9} API",
@@ -297,7 +362,7 @@ pub fn print_table(state: &LabState, answers: &[NodeAnswer]) {
             holds.push("volume");
         }
         println!(
-            "{:<5} {:<10} {:<11} {:<8} {:<6} {:<15} {:<9} http://{}",
+            "{:<5} {:<10} {:<11} {:<8} {:<6} {:<15} {:<9} {}",
             node.name,
             node.namespace,
             node.address.to_string(),
@@ -316,7 +381,11 @@ pub fn print_table(state: &LabState, answers: &[NodeAnswer]) {
             } else {
                 holds.join(",")
             },
-            node.api
+            if state.manager.is_keepalived() {
+                "- (keepalived)".to_string()
+            } else {
+                format!("http://{}", node.api)
+            }
         );
     }
     if let Some(account) = &state.mail {
@@ -352,6 +421,8 @@ mod tests {
         ];
         let value = serde_json::to_value(to_json(&state, &answers)).unwrap();
         assert_eq!(value["floating_ip"], "10.77.0.100");
+        assert_eq!(value["manager"], "mailherd");
+        assert!(value.get("keepalived").is_none());
         assert_eq!(value["client_namespace"], "mh-client");
         assert_eq!(value["mail"]["user"], "alice@lab.test");
         assert_eq!(value["mail"]["password"], "pw");
@@ -369,5 +440,50 @@ mod tests {
         assert_eq!(value["nodes"][1]["role"], "down");
         assert_eq!(value["nodes"][1]["holds_floating_ip"], false);
         assert_eq!(value["nodes"][2]["role"], "witness");
+    }
+
+    #[test]
+    fn keepalived_roles_follow_the_address_then_the_notified_state() {
+        assert_eq!(keepalived_role(true, Some("BACKUP")), "master");
+        assert_eq!(keepalived_role(true, None), "master");
+        assert_eq!(keepalived_role(false, Some("FAULT")), "fault");
+        assert_eq!(keepalived_role(false, Some("MASTER")), "backup");
+        assert_eq!(keepalived_role(false, None), "backup");
+    }
+
+    #[test]
+    fn keepalived_json_names_the_manager_and_its_timing_and_has_no_api() {
+        let mut state =
+            crate::state::tests::sample(std::path::Path::new("/var/lib/mailherd-lab-k"));
+        state.manager = crate::state::Manager::KeepalivedTuned;
+        state.nodes.truncate(2);
+        for node in &mut state.nodes {
+            node.config = crate::keepalived::config_path(&node.dir);
+        }
+        let answers = vec![
+            NodeAnswer {
+                role: "master".into(),
+                holds_floating_ip: true,
+                keepalived_state: Some("MASTER".into()),
+                error: None,
+                ..NodeAnswer::down("")
+            },
+            NodeAnswer::down("keepalived is not running"),
+        ];
+        let value = serde_json::to_value(to_json(&state, &answers)).unwrap();
+        assert_eq!(value["manager"], "keepalived");
+        assert_eq!(value["keepalived"]["name"], "tuned");
+        assert_eq!(value["keepalived"]["vrrp_version"], 3);
+        assert_eq!(value["keepalived"]["advert_int_ms"], 50);
+        assert!(value.get("token_file").is_none());
+        let first = &value["nodes"][0];
+        assert_eq!(first["role"], "master");
+        assert_eq!(first["keepalived_state"], "MASTER");
+        assert!(first["api"].is_null());
+        assert_eq!(
+            first["config"],
+            "/var/lib/mailherd-lab-k/n1/keepalived.conf"
+        );
+        assert_eq!(value["nodes"][1]["role"], "down");
     }
 }

@@ -8,6 +8,11 @@
 //! namespace. Any failure after the checks tears everything down again
 //! (the same code as `down`), unless `--keep-on-failure` asks to keep it
 //! for a post-mortem.
+//!
+//! With `--manager keepalived|keepalived-tuned` the nodes run keepalived
+//! (see [`crate::keepalived`]): no certificates, no agent configs, and
+//! each node's keepalived.conf checked by `keepalived -t` before any node
+//! boots.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use rand::distr::{Alphanumeric, SampleString};
 
 use crate::state::{
-    ClientState, LabState, MailAccount, NodeState, Stack, VolumeState, STATE_VERSION,
+    ClientState, LabState, MailAccount, Manager, NodeState, Stack, VolumeState, STATE_VERSION,
 };
 use crate::topology::{self, NodeKind};
 
@@ -37,6 +42,8 @@ pub struct UpOptions {
     pub witnesses: usize,
     pub stack: Stack,
     pub cloud: Cloud,
+    pub manager: Manager,
+    /// `--agent-bin` as given on the command line.
     pub agent_bin: Option<PathBuf>,
     pub wait: Duration,
     pub keep_on_failure: bool,
@@ -59,9 +66,19 @@ pub fn run(options: UpOptions) -> Result<()> {
             options.witnesses
         );
     }
+    refuse_unsupported_combinations(&options)?;
     refuse_if_up()?;
-    crate::host::preflight(options.stack)?;
-    let agent_bin = crate::host::resolve_agent_bin(options.agent_bin.as_deref())?;
+    crate::host::preflight(options.stack, options.manager)?;
+    let agent_bin = if options.manager.is_keepalived() {
+        crate::host::resolve_keepalived_bin()?
+    } else {
+        let from_environment = std::env::var_os("MAILHERD_BIN")
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from);
+        crate::host::resolve_agent_bin(
+            options.agent_bin.as_deref().or(from_environment.as_deref()),
+        )?
+    };
     let lab_bin = crate::host::lab_bin()?;
 
     let state = plan(&options, agent_bin, lab_bin);
@@ -85,6 +102,40 @@ pub fn run(options: UpOptions) -> Result<()> {
             Err(error)
         }
     }
+}
+
+/// What a keepalived lab cannot do, refused before anything is made.
+fn refuse_unsupported_combinations(options: &UpOptions) -> Result<()> {
+    if !options.manager.is_keepalived() {
+        return Ok(());
+    }
+    let manager = options.manager.name();
+    if options.witnesses > 0 {
+        bail!(
+            "--witness does not go with --manager {manager}: keepalived has no witnesses \
+             (VRRP elects among the mail nodes alone); drop --witness or use --manager mailherd"
+        );
+    }
+    if options.stack != Stack::Banner {
+        bail!(
+            "--stack {} does not go with --manager {manager}: the keepalived lab runs the \
+             banner stack only (its scripts do not move the shared volume); use --stack banner",
+            options.stack.name()
+        );
+    }
+    if options.cloud != Cloud::Local {
+        bail!(
+            "--cloud hetzner-sim does not go with --manager {manager}: stock keepalived moves \
+             the address on a shared segment only, not through the Hetzner API; use --cloud local"
+        );
+    }
+    if options.agent_bin.is_some() {
+        bail!(
+            "--agent-bin names the mailherd agent; --manager {manager} runs `keepalived` \
+             from PATH (Debian package keepalived)"
+        );
+    }
+    Ok(())
 }
 
 /// A lab is up when its state file exists; leftovers of a crashed lab (its
@@ -119,9 +170,19 @@ fn plan(options: &UpOptions, agent_bin: PathBuf, lab_bin: PathBuf) -> LabState {
         user: topology::MAIL_USER.to_string(),
         password: Alphanumeric.sample_string(&mut rand::rng(), 16),
     });
+    let mut nodes: Vec<NodeState> = topology::plan_nodes(options.nodes, options.witnesses)
+        .iter()
+        .map(|plan| NodeState::from_plan(plan, &lab_dir))
+        .collect();
+    if options.manager.is_keepalived() {
+        for node in &mut nodes {
+            node.config = crate::keepalived::config_path(&node.dir);
+        }
+    }
     LabState {
         version: STATE_VERSION,
         stack: options.stack,
+        manager: options.manager,
         cloud: match options.cloud {
             Cloud::Local => "local",
             Cloud::HetznerSim => "hetzner-sim",
@@ -155,10 +216,7 @@ fn plan(options: &UpOptions, agent_bin: PathBuf, lab_bin: PathBuf) -> LabState {
         agent_bin,
         lab_bin,
         mail,
-        nodes: topology::plan_nodes(options.nodes, options.witnesses)
-            .iter()
-            .map(|plan| NodeState::from_plan(plan, &lab_dir))
-            .collect(),
+        nodes,
         lab_dir,
     }
 }
@@ -166,6 +224,12 @@ fn plan(options: &UpOptions, agent_bin: PathBuf, lab_bin: PathBuf) -> LabState {
 /// Renders every node's config before anything is built, so a lab shape the
 /// agent would refuse (two voters, say) fails at once with the agent's reason.
 fn validate_configs(state: &LabState) -> Result<()> {
+    if let Some(timing) = state.manager.keepalived_timing() {
+        for node in &state.nodes {
+            crate::keepalived::render_config(state, node, timing)?;
+        }
+        return Ok(());
+    }
     let mut planned = state.clone();
     // The real device is known only after `losetup`; any absolute path
     // validates the same way.
@@ -234,10 +298,15 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
     state.save()?;
     crate::volume::make_filesystem(&device)?;
 
-    write_tls_files(&state)?;
+    if !state.manager.is_keepalived() {
+        write_tls_files(&state)?;
+    }
     for node in &state.nodes {
         write_node_files(&state, node)
             .with_context(|| format!("cannot write the files of node {}", node.name))?;
+        if state.manager.is_keepalived() {
+            crate::keepalived::check_config(&state.agent_bin, node)?;
+        }
     }
     crate::volume::prepare(&state)?;
     if let Some(cloud) = &state.hetzner_sim {
@@ -284,12 +353,15 @@ pub fn write_tls_files(state: &LabState) -> Result<()> {
 }
 
 pub fn write_node_files(state: &LabState, node: &NodeState) -> Result<()> {
-    write_token(state)?;
-    std::fs::create_dir_all(node.dir.join("data"))?;
     std::fs::create_dir_all(node.run_dir())?;
     if node.kind == NodeKind::Mail {
         crate::stack::write_node_files(state, node)?;
     }
+    if let Some(timing) = state.manager.keepalived_timing() {
+        return crate::keepalived::write_node_files(state, node, timing);
+    }
+    write_token(state)?;
+    std::fs::create_dir_all(node.dir.join("data"))?;
     let config = crate::agent_config::node_config(state, node)?;
     let text = crate::agent_config::render(&config, node)?;
     std::fs::write(&node.config, text)
