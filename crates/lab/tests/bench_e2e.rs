@@ -30,15 +30,20 @@ fn bench_reports_design_figures_for_every_mode_with_no_dual_holder() {
         "--rounds",
         "1",
         "--managers",
-        "mailherd",
+        "mailherd,keepalived",
         "--modes",
         "power,agent-kill",
         "--footprint-secs",
         "2",
     ]));
     assert_eq!(report["stack"], "banner", "{report:#}");
-    for mode in ["power", "agent-kill"] {
-        let figures = &report["mailherd"][mode];
+    for (manager, mode) in [
+        ("mailherd", "power"),
+        ("mailherd", "agent-kill"),
+        ("keepalived", "power"),
+        ("keepalived", "agent-kill"),
+    ] {
+        let figures = &report[manager][mode];
         assert_eq!(figures["runs"], 1, "{mode}: {figures}");
         assert_eq!(figures["failed"], 0, "{mode}: {figures}");
         let median = figures["median_ms"].as_u64().expect("median_ms");
