@@ -7,7 +7,7 @@ mod cloud;
 mod common;
 
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cloud::{Cloud, FLOATING_IP, FLOATING_IP_ID, N1, N2};
@@ -170,6 +170,13 @@ fn acquire_takes_the_address_from_another_server_and_times_the_move() {
                     .unwrap()
                     .server,
                 Some(N1)
+            );
+            // An assign that takes needs no fallback.
+            assert_eq!(
+                cloud
+                    .sim
+                    .request_count("POST", "/v1/floating_ips/41/actions/unassign"),
+                0
             );
             // An action of 30–50 ms and its polls.
             let api_ms = on_n1.last_api_ms().expect("timed");
@@ -357,6 +364,165 @@ fn an_address_that_does_not_match_the_api_is_refused() {
                     .unwrap()
                     .server,
                 Some(N2)
+            );
+        })
+    });
+}
+
+/// What `tracing` wrote on this thread while a [`Logs::capture`] guard
+/// lived: the driver's warnings and its "hcloud move done" line.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Sends this thread's logs (info and above, without colours) here
+    /// until the guard is dropped.
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Design §5: "fall back to unassign-then-assign when an in-place reassign
+/// does not take". The simulator's first assign succeeds without moving
+/// the address (an injected fault); the driver reads the assignment back,
+/// says so in a warning, unassigns, assigns again, and the move's steps
+/// show the fallback.
+#[test]
+fn an_assign_that_does_not_take_falls_back_to_unassign_then_assign() {
+    require_root();
+    let netns = node();
+    netns.enter(|| {
+        let logs = Logs::default();
+        let _capture = logs.capture();
+        block_on(async {
+            let cloud = cloud::start(cloud::world(None), None).await;
+            let driver = driver(cloud::api(&cloud.sim, N1));
+            cloud
+                .sim
+                .inject(Fault::action_without_effect("assign_floating_ip", 1));
+            driver
+                .acquire()
+                .await
+                .expect("acquire through an assign that does not take");
+
+            assert!(
+                cloud.sim.faults().is_empty(),
+                "the first assign met the fault: {:?}",
+                cloud.sim.faults()
+            );
+            assert_eq!(
+                cloud
+                    .sim
+                    .world()
+                    .floating_ip(FLOATING_IP_ID)
+                    .unwrap()
+                    .server,
+                Some(N1)
+            );
+            assert_eq!(
+                cloud
+                    .sim
+                    .request_count("POST", "/v1/floating_ips/41/actions/assign"),
+                2
+            );
+            assert_eq!(
+                cloud
+                    .sim
+                    .request_count("POST", "/v1/floating_ips/41/actions/unassign"),
+                1
+            );
+            // The assign that did not take moved nothing; then the route
+            // went nowhere, then here.
+            let routed = |server| SimEvent::FloatingIpAssigned {
+                floating_ip: FLOATING_IP_ID,
+                ip: FLOATING_IP.to_string(),
+                server,
+            };
+            assert_eq!(cloud.events(), [routed(None), routed(Some(N1))]);
+            assert!(driver.is_held().await.unwrap());
+
+            let logs = logs.text();
+            let warning = logs
+                .lines()
+                .find(|line| line.contains("WARN") && line.contains("did not take"))
+                .unwrap_or_else(|| panic!("no warning about the fallback in:\n{logs}"));
+            assert!(
+                warning.contains("floating ip 41 to server 1")
+                    && warning.contains("the API shows server 2")
+                    && warning.contains("falling back to unassign, then assign"),
+                "{warning}"
+            );
+            let report = logs
+                .lines()
+                .find(|line| line.contains("hcloud move done"))
+                .unwrap_or_else(|| panic!("no report of the move in:\n{logs}"));
+            for step in [
+                "assigning to server 1 (from server 2)",
+                "the assign did not take (the API showed server 2)",
+                "unassigning (from server 2)",
+                "assigning to server 1 after the unassign",
+            ] {
+                assert!(report.contains(step), "{report:?} lacks {step:?}");
+            }
+            driver.release().await.unwrap();
+        })
+    });
+}
+
+/// When the assign after the unassign does not take either, the acquire
+/// fails, naming what the API shows and the fallback it tried.
+#[test]
+fn a_fallback_that_does_not_take_either_fails_and_says_what_was_tried() {
+    require_root();
+    let netns = node();
+    netns.enter(|| {
+        block_on(async {
+            let cloud = cloud::start(cloud::world(None), None).await;
+            let driver = driver(cloud::api(&cloud.sim, N1));
+            cloud
+                .sim
+                .inject(Fault::action_without_effect("assign_floating_ip", 2));
+            expect_cloud_error(
+                &netns,
+                &driver,
+                &[
+                    "checking the assignment failed",
+                    "the API shows no server after unassign, then assign to server 1",
+                    "the assign did not take (the API showed server 2)",
+                    "unassigning (from server 2)",
+                ],
+            )
+            .await;
+            assert!(cloud.sim.faults().is_empty(), "{:?}", cloud.sim.faults());
+            assert_eq!(
+                cloud
+                    .sim
+                    .world()
+                    .floating_ip(FLOATING_IP_ID)
+                    .unwrap()
+                    .server,
+                None
             );
         })
     });

@@ -144,7 +144,11 @@ async fn gate(
             }
             return bare_status(504);
         }
-        Verdict::Fault(Fault::ActionError { .. } | Fault::ActionStuck { .. }) => {
+        Verdict::Fault(
+            Fault::ActionError { .. }
+            | Fault::ActionStuck { .. }
+            | Fault::ActionWithoutEffect { .. },
+        ) => {
             unreachable!("action faults never match a request")
         }
     };

@@ -1,12 +1,21 @@
 //! [`Fault`]: a failure to inject, once or a few times.
 //!
-//! Four kinds, each matched by what a test can name: an answer with an
+//! Five kinds, each matched by what a test can name: an answer with an
 //! error status (`http`), a request that hangs past the client's timeout
-//! (`timeout`), an action that ends in `error` (`action_error`), and an
-//! action that never ends (`action_stuck`). In JSON (`POST /_sim/faults`)
-//! the `kind` may be left out for `http`:
+//! (`timeout`), an action that ends in `error` (`action_error`), an
+//! action that never ends (`action_stuck`), and an action that reports
+//! `success` but changes nothing (`action_without_effect`). In JSON
+//! (`POST /_sim/faults`) the `kind` may be left out for `http`:
 //! `{"path_contains": "/actions/assign", "method": "POST", "status": 503,
 //! "code": "service_error", "count": 2}`.
+//!
+//! These are failures to test against, not a description of the real API:
+//! in particular `action_without_effect` is no documented Hetzner
+//! behaviour. It is the shape, as far as a client can see it, of the one
+//! reported problem the drivers guard against (an in-place floating IP
+//! reassign that did not take, hcloud-fip-controller #36; unassign, then
+//! assign was reliable there): the action succeeds, the API keeps showing
+//! the old server, and the route stays where it was.
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +65,17 @@ pub enum Fault {
     /// The next action of `command` stays `running` for good, and so do the
     /// locks it holds.
     ActionStuck {
+        #[serde(default)]
+        command: Option<String>,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// The next action of `command` ends in `success` without changing
+    /// anything: the API keeps showing the old state and the event hook is
+    /// not called (in the lab, the floating IP stays routed to its old
+    /// server). An injected failure, not modelled Hetzner behaviour (see
+    /// the module's documentation).
+    ActionWithoutEffect {
         #[serde(default)]
         command: Option<String>,
         #[serde(default = "one")]
@@ -122,6 +142,14 @@ impl Fault {
         }
     }
 
+    /// `count` actions of `command` succeed without changing anything.
+    pub fn action_without_effect(command: &str, count: u32) -> Fault {
+        Fault::ActionWithoutEffect {
+            command: Some(command.to_string()),
+            count,
+        }
+    }
+
     /// Reads a fault from the control API's JSON, where `kind` defaults to
     /// `http`.
     pub fn from_json(mut value: serde_json::Value) -> Result<Fault, serde_json::Error> {
@@ -138,7 +166,8 @@ impl Fault {
             Fault::Http { count, .. }
             | Fault::Timeout { count, .. }
             | Fault::ActionError { count, .. }
-            | Fault::ActionStuck { count, .. } => count,
+            | Fault::ActionStuck { count, .. }
+            | Fault::ActionWithoutEffect { count, .. } => count,
         }
     }
 
@@ -155,7 +184,9 @@ impl Fault {
                 method,
                 ..
             } => (path_contains, method),
-            Fault::ActionError { .. } | Fault::ActionStuck { .. } => return false,
+            Fault::ActionError { .. }
+            | Fault::ActionStuck { .. }
+            | Fault::ActionWithoutEffect { .. } => return false,
         };
         let method_matches = method
             .as_ref()
@@ -172,6 +203,10 @@ impl Fault {
 
     pub(crate) fn matches_action_stuck(&self, action_command: &str) -> bool {
         matches!(self, Fault::ActionStuck { command, .. } if command_matches(command, action_command))
+    }
+
+    pub(crate) fn matches_action_without_effect(&self, action_command: &str) -> bool {
+        matches!(self, Fault::ActionWithoutEffect { command, .. } if command_matches(command, action_command))
     }
 }
 
@@ -228,6 +263,15 @@ mod tests {
         assert!(fault.matches_action_error("attach_volume"));
         assert!(!fault.matches_action_error("detach_volume"));
         assert!(!fault.matches_request("POST", "/v1/volumes/1/actions/attach"));
+        let fault = Fault::from_json(serde_json::json!({
+            "kind": "action_without_effect", "command": "assign_floating_ip"
+        }))
+        .unwrap();
+        assert_eq!(fault, Fault::action_without_effect("assign_floating_ip", 1));
+        assert!(fault.matches_action_without_effect("assign_floating_ip"));
+        assert!(!fault.matches_action_without_effect("unassign_floating_ip"));
+        assert!(!fault.matches_action_error("assign_floating_ip"));
+        assert!(!fault.matches_request("POST", "/v1/floating_ips/1/actions/assign"));
     }
 
     #[test]

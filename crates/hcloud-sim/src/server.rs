@@ -94,6 +94,13 @@ impl Shared {
     async fn complete_action(self: &Arc<Self>, id: u64) {
         let event = match self.lock().begin_completion(id) {
             Completion::Succeeds(event) => event,
+            Completion::SucceededWithoutEffect => {
+                tracing::info!(
+                    action = id,
+                    "action succeeded without effect (injected action_without_effect)"
+                );
+                return;
+            }
             Completion::Failed | Completion::Gone => return,
         };
         if let (Some(event), Some(hook)) = (event, self.hook.clone()) {

@@ -7,9 +7,11 @@
 //! locations agree, nothing involved is locked, the volume is free) and
 //! becomes a running action holding locks on its server(s) and its floating
 //! IP or volume. When its time is up it either fails (an injected
-//! `action_error`) or reports its [`SimEvent`]; only after the event hook
-//! has run is the change applied and the action marked `success`, so that
-//! the network matches before any client sees success.
+//! `action_error`), succeeds without effect (an injected
+//! `action_without_effect`: `success`, no event, the world unchanged) or
+//! reports its [`SimEvent`]; only after the event hook has run is the
+//! change applied and the action marked `success`, so that the network
+//! matches before any client sees success.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -138,6 +140,9 @@ pub(crate) struct StartedAction {
 pub(crate) enum Completion {
     /// Ended in error (injected); nothing more to do.
     Failed,
+    /// Ended in `success` without changing the world (injected); nothing
+    /// to report, nothing to persist.
+    SucceededWithoutEffect,
     /// Succeeds once the hook has seen the event, if any (`None`: the
     /// world does not change, so there is nothing to report).
     Succeeds(Option<SimEvent>),
@@ -432,7 +437,8 @@ impl SimState {
     }
 
     /// The action's time is up: fail it if an `action_error` fault says
-    /// so, or say what its success will report.
+    /// so, end it in success without effect if an `action_without_effect`
+    /// fault says so, or say what its success will report.
     pub(crate) fn begin_completion(&mut self, id: u64) -> Completion {
         let Some(action) = self.actions.get(&id) else {
             return Completion::Gone;
@@ -450,6 +456,14 @@ impl SimState {
             let message = message.unwrap_or_else(|| format!("{command} failed (injected)"));
             self.finish(id, ActionState::Error { code, message });
             return Completion::Failed;
+        }
+        if fault::take_first(&mut self.faults, |fault| {
+            fault.matches_action_without_effect(command)
+        })
+        .is_some()
+        {
+            self.finish(id, ActionState::Success);
+            return Completion::SucceededWithoutEffect;
         }
         Completion::Succeeds(self.event_of(change))
     }
@@ -638,6 +652,39 @@ mod tests {
         assert_eq!(document["status"], "error");
         assert_eq!(document["error"]["code"], "server_error");
         assert!(state.plan_assign(10, 2).is_ok(), "locks are released");
+    }
+
+    #[test]
+    fn an_injected_action_without_effect_succeeds_and_leaves_the_world_alone() {
+        let mut state = state();
+        state
+            .faults
+            .push(Fault::action_without_effect("assign_floating_ip", 1));
+        let plan = state.plan_assign(10, 2).unwrap();
+        let started = state.start_action(plan, Duration::from_secs(1));
+        assert!(matches!(
+            state.begin_completion(started.id),
+            Completion::SucceededWithoutEffect
+        ));
+        assert_eq!(state.world.floating_ip(10).unwrap().server, Some(1));
+        let document = state.action_document(started.id).unwrap();
+        assert_eq!(document["status"], "success");
+        assert_eq!(document["error"], Value::Null);
+        assert!(state.faults.is_empty(), "the fault is used up");
+
+        // The next assign takes.
+        let plan = state.plan_assign(10, 2).unwrap();
+        let started = state.start_action(plan, Duration::from_secs(1));
+        assert!(matches!(
+            state.begin_completion(started.id),
+            Completion::Succeeds(Some(SimEvent::FloatingIpAssigned {
+                floating_ip: 10,
+                server: Some(2),
+                ..
+            }))
+        ));
+        state.finish_success(started.id);
+        assert_eq!(state.world.floating_ip(10).unwrap().server, Some(2));
     }
 
     #[test]

@@ -333,6 +333,70 @@ fn client_curl(args: &[&str]) -> String {
     text(&output.stdout)
 }
 
+/// The simulator's root (`http://10.77.0.1:8080`), for its `/_sim` paths.
+fn simulator(status: &Value) -> String {
+    status["cloud"]["api"]
+        .as_str()
+        .expect("status --json names the cloud's api")
+        .trim_end_matches("/v1")
+        .to_string()
+}
+
+/// Queues `fault` (the JSON of `POST /_sim/faults`) in the simulator.
+fn inject_fault(sim: &str, fault: &str) {
+    let answer: Value = serde_json::from_str(&client_curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        fault,
+        &format!("{sim}/_sim/faults"),
+    ]))
+    .unwrap_or_else(|error| panic!("the simulator refused {fault}: {error}"));
+    assert!(answer["fault"].is_object(), "{fault}: {answer}");
+}
+
+/// The injected faults not yet used up.
+fn pending_faults(sim: &str) -> Vec<Value> {
+    let answer: Value =
+        serde_json::from_str(&client_curl(&[&format!("{sim}/_sim/faults")])).unwrap();
+    answer["faults"]
+        .as_array()
+        .expect("a list of faults")
+        .clone()
+}
+
+/// The agent's own `/status` document (through the client namespace).
+fn agent_status(status: &Value, node: &str) -> Value {
+    let api = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["name"] == node)
+        .and_then(|entry| entry["api"].as_str())
+        .unwrap_or_else(|| panic!("no api for {node} in {status}"))
+        .to_string();
+    serde_json::from_str(&client_curl(&[&format!("{api}/status")])).unwrap()
+}
+
+/// `invariants --json` for `duration_ms`, started now, on this file's lab.
+fn start_invariants(duration_ms: u64) -> std::process::Child {
+    Command::new(lab_bin())
+        .args([
+            "invariants",
+            "--json",
+            "--duration-ms",
+            &duration_ms.to_string(),
+        ])
+        .env("MAILHERD_LAB_PREFIX", LAB_PREFIX)
+        .env("MAILHERD_LAB_DIR", LAB_DIR)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("invariants starts")
+}
+
 /// A cloud fault in the middle of a failover: the first attach of the
 /// volume ends in an error. The node that got the role rolls its promotion
 /// back and releases the role; another node takes over. At no sample did
@@ -344,30 +408,13 @@ fn a_failed_attach_rolls_the_promotion_back_and_another_node_takes_over() {
     lab_ok(&["up", "--cloud", "hetzner-sim", "--wait-secs", "60"]);
     let first = status();
     let old_master = only_master(&first).expect("one master after up");
-    let sim = first["cloud"]["api"]
-        .as_str()
-        .unwrap()
-        .trim_end_matches("/v1")
-        .to_string();
-    let fault = r#"{"kind": "action_error", "command": "attach_volume", "code": "server_error", "count": 1}"#;
-    client_curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        fault,
-        &format!("{sim}/_sim/faults"),
-    ]);
+    let sim = simulator(&first);
+    inject_fault(
+        &sim,
+        r#"{"kind": "action_error", "command": "attach_volume", "code": "server_error", "count": 1}"#,
+    );
 
-    let checker = Command::new(lab_bin())
-        .args(["invariants", "--json", "--duration-ms", "20000"])
-        .env("MAILHERD_LAB_PREFIX", LAB_PREFIX)
-        .env("MAILHERD_LAB_DIR", LAB_DIR)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("invariants starts");
+    let checker = start_invariants(20_000);
     lab_ok(&["fail", &old_master, "--mode", "power"]);
 
     // The node first assigned says "master" while it promotes; the master
@@ -387,15 +434,7 @@ fn a_failed_attach_rolls_the_promotion_back_and_another_node_takes_over() {
     });
 
     // The injected error was met, and answered by a rollback.
-    let api = after["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|node| node["name"] == new_master.as_str())
-        .and_then(|node| node["api"].as_str())
-        .unwrap()
-        .to_string();
-    let agent: Value = serde_json::from_str(&client_curl(&[&format!("{api}/status")])).unwrap();
+    let agent = agent_status(&after, &new_master);
     let failed: Vec<&Value> = agent["history"]
         .as_array()
         .unwrap()
@@ -414,4 +453,129 @@ fn a_failed_attach_rolls_the_promotion_back_and_another_node_takes_over() {
     let report: Value = serde_json::from_slice(&output.stdout).expect("invariants prints JSON");
     assert_eq!(report["dual_holder_ms"], 0, "{report}\n{}", diagnostics());
     assert!(report["max_mount_holders"].as_u64() <= Some(1), "{report}");
+}
+
+/// Design §5's transient API failures in the middle of a failover: the
+/// failover's first action requests answer 429 `rate_limit_exceeded`
+/// twice, then 502 `bad_gateway` once, and the volume's attach answers 423
+/// `locked` once. The client's retries absorb all of it: the first node
+/// assigned completes its promotion, the simulator routes the floating IP
+/// and attaches the volume to its server, the client gets its banner, and
+/// at no sample did two nodes hold the address, the mount or the stack.
+#[test]
+fn a_failover_completes_through_rate_limits_bad_gateways_and_a_locked_attach() {
+    let _lab = Lab::exclusive();
+    lab_ok(&["up", "--cloud", "hetzner-sim", "--wait-secs", "60"]);
+    let first = status();
+    let old_master = only_master(&first).expect("one master after up");
+    let old_epoch = agent_status(&first, &old_master)["assignment"]["epoch"]
+        .as_u64()
+        .expect("the master's status names its epoch");
+    let sim = simulator(&first);
+    let attach_path = format!(
+        "/v1/volumes/{}/actions/attach",
+        first["cloud"]["volume_ids"][0]
+    );
+    // Only action requests (POST) get the burst: the master's periodic
+    // reads of the floating IP and the backups' reads of the volume would
+    // use up faults on GET before the failover begins.
+    for fault in [
+        r#"{"method": "POST", "path_contains": "/actions/", "status": 429, "code": "rate_limit_exceeded", "count": 2}"#.to_string(),
+        r#"{"method": "POST", "path_contains": "/actions/", "status": 502, "code": "bad_gateway", "count": 1}"#.to_string(),
+        format!(r#"{{"method": "POST", "path_contains": "{attach_path}", "status": 423, "code": "locked", "count": 1}}"#),
+    ] {
+        inject_fault(&sim, &fault);
+    }
+    assert_eq!(
+        pending_faults(&sim).len(),
+        3,
+        "nothing used the faults before the failover"
+    );
+
+    client_curl(&["-X", "DELETE", &format!("{sim}/_sim/requests")]);
+
+    let checker = start_invariants(20_000);
+    lab_ok(&["fail", &old_master, "--mode", "power"]);
+
+    let (new_master, after) = wait_for(
+        "one new master holding the floating IP and the volume per the simulator",
+        Duration::from_secs(60),
+        || {
+            let now = status();
+            let master = only_master(&now).filter(|master| *master != old_master)?;
+            let server = server_of(&now, &master);
+            (cloud_assignment() == (Some(server), Some(server))).then_some((master, now))
+        },
+    );
+    let banner = wait_for("the new master's banner", FAILOVER_WAIT, || {
+        probe().filter(|banner| banner.contains(&new_master))
+    });
+    assert!(banner.starts_with("220 "), "{banner}");
+
+    // Every injected answer was met by the failover's requests.
+    assert_eq!(pending_faults(&sim), Vec::<Value>::new());
+    let requests: Value =
+        serde_json::from_str(&client_curl(&[&format!("{sim}/_sim/requests")])).unwrap();
+    let attaches = requests["requests"][format!("POST {attach_path}")]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        attaches >= 2,
+        "the attach was sent again after `locked`: {requests}"
+    );
+
+    // The retries absorbed the burst: no promotion after the power failure
+    // failed, and the new master's promotion is recorded as a success with
+    // the cloud API's share of its moves.
+    let agent = agent_status(&after, &new_master);
+    let history = agent["history"].as_array().expect("a history");
+    let since_failure: Vec<&Value> = history
+        .iter()
+        .filter(|record| record["epoch"].as_u64() > Some(old_epoch))
+        .collect();
+    assert!(
+        since_failure
+            .iter()
+            .all(|record| record["outcome"]["ok"] != false),
+        "a promotion failed despite the retries: {}",
+        agent["history"]
+    );
+    let promotion = wait_for("the new master's promotion record", FAILOVER_WAIT, || {
+        let agent = agent_status(&status(), &new_master);
+        agent["history"]
+            .as_array()?
+            .iter()
+            .rev()
+            .find(|record| record["to"] == new_master.as_str())
+            .filter(|record| !record["outcome"].is_null())
+            .cloned()
+    });
+    assert_eq!(promotion["outcome"]["ok"], true, "{promotion}");
+    for step in ["acquire_address", "attach_volume:mail"] {
+        let record = promotion["outcome"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|record| record["name"] == step)
+            .unwrap_or_else(|| panic!("no {step} in {promotion}"));
+        assert!(
+            record["ok"] == true && record["api_ms"].as_u64().is_some(),
+            "{record}"
+        );
+    }
+
+    // The volume is the new master's only.
+    let now = status();
+    assert_eq!(
+        nodes_seeing_the_device(&now),
+        std::slice::from_ref(&new_master)
+    );
+    let output = checker.wait_with_output().expect("invariants runs");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("invariants prints JSON");
+    assert_eq!(report["dual_holder_ms"], 0, "{report}\n{}", diagnostics());
+    assert!(report["max_mount_holders"].as_u64() <= Some(1), "{report}");
+    assert!(
+        report["max_address_holders"].as_u64() <= Some(1),
+        "{report}"
+    );
 }

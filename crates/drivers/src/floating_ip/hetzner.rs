@@ -5,8 +5,10 @@
 //! Acquire assigns the floating IP to this server and waits for the action,
 //! reads the assignment back and, if the API still shows another server
 //! (an in-place reassign that did not take, hcloud-fip-controller #36),
-//! unassigns and assigns again; only then adds the /32 locally and sends a
-//! gratuitous ARP (harmless on Hetzner, useful on a routed lab segment).
+//! says so in a warning and falls back to unassign, then assign (the steps
+//! of the move, logged when it ends, show the fallback); only then adds
+//! the /32 locally and sends a gratuitous ARP (harmless on Hetzner, useful
+//! on a routed lab segment).
 //! Release only removes the local address: the next master's assign moves
 //! the route, and a node being fenced must not need the API to let go.
 //! `is_held` is the local address.
@@ -27,6 +29,15 @@ const PREFIX_LEN: u8 = 32;
 
 /// Actions a move may need: assign, then unassign and assign again.
 const MOVE_ACTIONS: u32 = 3;
+
+/// What the API shows a floating IP assigned to, for messages: `server 7`
+/// or `no server`.
+fn server_shown(server: Option<u64>) -> String {
+    match server {
+        Some(server) => format!("server {server}"),
+        None => "no server".to_string(),
+    }
+}
 
 /// A Hetzner Cloud floating IP.
 #[derive(Debug)]
@@ -146,36 +157,41 @@ impl HetznerFloatingIp {
         if after.server == Some(server) {
             return Ok(());
         }
-        // An in-place reassign that did not take: unassign, then assign.
+        // The assign action succeeded, yet the API does not show the
+        // address here: an in-place reassign that did not take
+        // (hcloud-fip-controller #36, where unassign, then assign was
+        // reliable). Said as a warning, and kept in the move's steps.
+        let shown = server_shown(after.server);
         tracing::warn!(
             floating_ip = id,
             server,
             shown = ?after.server,
-            "the assign succeeded but the API shows another server; unassigning, then assigning again"
+            "hcloud: the assign of floating ip {id} to server {server} succeeded but did not take \
+             (the API shows {shown}); falling back to unassign, then assign"
         );
-        let unassign = format!(
-            "unassigning (the API still showed server {:?} after the assign)",
-            after.server
-        );
+        progress.done(format!("the assign did not take (the API showed {shown})"));
+        let unassign = format!("unassigning (from {shown})");
         progress
             .run(unassign.clone(), client.unassign_and_wait(id))
             .await?;
-        progress.done("unassigned");
+        progress.done(unassign);
         let reassign = format!("assigning to server {server} after the unassign");
         progress
             .run(reassign.clone(), client.assign_and_wait(id, server))
             .await?;
         progress.done(reassign);
-        let last = client
-            .floating_ip(id)
-            .await
-            .map_err(|error| MoveError::new("reading the assignment back", error))?;
+        let last = progress
+            .run(
+                "reading the assignment back after the unassign",
+                client.floating_ip(id),
+            )
+            .await?;
         if last.server != Some(server) {
             return Err(MoveError::new(
                 "checking the assignment",
                 format!(
-                    "the API shows server {:?} after unassign and assign to server {server}",
-                    last.server
+                    "the API shows {} after unassign, then assign to server {server}",
+                    server_shown(last.server)
                 ),
             ));
         }
