@@ -336,6 +336,19 @@ impl Sampler {
     }
 }
 
+/// What watches a lab during a bench phase or a nemesis run: the prober,
+/// the invariant sampler and, with the mail stack, a load whose subjects
+/// start with `tag`.
+pub fn start_watching(state: &LabState, tag: &str) -> Result<(Prober, Sampler, Option<Load>)> {
+    let prober = Prober::start(state)?;
+    let sampler = Sampler::start(state)?;
+    let load = match state.stack {
+        crate::state::Stack::Mail => Some(Load::start(state, &format!("{tag}-{}", unix_ms()))?),
+        crate::state::Stack::Banner => None,
+    };
+    Ok((prober, sampler, load))
+}
+
 /// Runs this `mailherd-lab` with `args` (same prefix and lab directory);
 /// fails with its output when it fails.
 pub fn run_lab(args: &[&str]) -> Result<String> {

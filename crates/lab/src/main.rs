@@ -197,7 +197,7 @@ enum Command {
             value_delimiter = ',',
             default_value = "mailherd,keepalived,keepalived-tuned"
         )]
-        managers: Vec<commands::bench::Manager>,
+        managers: Vec<Manager>,
         /// Seconds over which the idle master agent's CPU share is
         /// measured (0: skip).
         #[arg(long, default_value_t = 60)]

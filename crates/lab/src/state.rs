@@ -37,7 +37,19 @@ impl Stack {
 
 /// What runs on the mail nodes, moves the floating IP and starts the stack:
 /// mailherd, or stock keepalived for the benchmark's comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Manager {
     /// The mailherd agent on every node (Raft, leases, pipelines).

@@ -14,40 +14,18 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::ValueEnum;
 use serde_json::{json, Value};
 
-use crate::bench::{self, Load, Prober, Sampler};
+use crate::bench;
 use crate::commands::fault::{self, FailMode};
-use crate::state::{LabState, Stack};
+use crate::state::{LabState, Manager, Stack};
 
-/// What manages the floating IP and the stack in a bench phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub enum Manager {
-    /// The mailherd agent.
-    Mailherd,
-    /// Stock keepalived: VRRP with its default timing and a track script.
-    Keepalived,
-    /// keepalived tuned for speed (VRRPv3, short adverts).
-    KeepalivedTuned,
-}
-
-impl Manager {
-    pub fn name(self) -> &'static str {
-        match self {
-            Manager::Mailherd => "mailherd",
-            Manager::Keepalived => "keepalived",
-            Manager::KeepalivedTuned => "keepalived-tuned",
-        }
-    }
-
-    /// The key of this manager's figures in the report.
-    fn key(self) -> &'static str {
-        match self {
-            Manager::Mailherd => "mailherd",
-            Manager::Keepalived => "keepalived",
-            Manager::KeepalivedTuned => "keepalived_tuned",
-        }
+/// The key of a manager's figures in the report.
+fn key(manager: Manager) -> &'static str {
+    match manager {
+        Manager::Mailherd => "mailherd",
+        Manager::Keepalived => "keepalived",
+        Manager::KeepalivedTuned => "keepalived_tuned",
     }
 }
 
@@ -161,15 +139,8 @@ fn run_phase(manager: Manager, options: &BenchOptions) -> Result<Phase> {
     };
     bench::run_lab(&up)?;
     let state = LabState::load_current()?;
-    let prober = Prober::start(&state)?;
-    let sampler = Sampler::start(&state)?;
-    let load = match options.stack {
-        Stack::Mail => Some(Load::start(
-            &state,
-            &format!("bench-{}-{}", manager.name(), bench::unix_ms()),
-        )?),
-        Stack::Banner => None,
-    };
+    let (prober, sampler, load) =
+        bench::start_watching(&state, &format!("bench-{}", manager.name()))?;
     let mut phase = Phase::default();
     for round in 1..=options.rounds {
         for mode in &options.modes {
@@ -290,8 +261,8 @@ fn report(options: &BenchOptions, phases: &BTreeMap<Manager, Phase>) -> Value {
         "machine": machine(),
     });
     for (manager, phase) in phases {
-        report[manager.key()] = figures(phase);
-        report[format!("{}_dual_holder_ms", manager.key())] =
+        report[key(*manager)] = figures(phase);
+        report[format!("{}_dual_holder_ms", key(*manager))] =
             json!(phase.invariants.dual_holder_ms);
     }
     if let Some(mailherd) = phases.get(&Manager::Mailherd) {

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::bench::{self, Load, Prober, Sampler};
+use crate::bench;
 use crate::commands::bench::{DownOnDrop, DELIVERY_LIMIT, SETTLE_LIMIT};
 use crate::commands::fault::{self, Cut, FailMode};
 use crate::state::{LabState, Stack};
@@ -83,15 +83,8 @@ pub fn run(options: NemesisOptions) -> Result<()> {
     let _down = DownOnDrop { keep: false };
     bench::run_lab(&up)?;
     let state = LabState::load_current()?;
-    let prober = Prober::start(&state)?;
-    let sampler = Sampler::start(&state)?;
-    let load = match options.stack {
-        Stack::Mail => Some(Load::start(
-            &state,
-            &format!("nemesis-{}-{}", options.seed, bench::unix_ms()),
-        )?),
-        Stack::Banner => None,
-    };
+    let (prober, sampler, load) =
+        bench::start_watching(&state, &format!("nemesis-{}", options.seed))?;
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mail_nodes: Vec<String> = state
