@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use mailherd_config::{Config, MemberRole, WatchdogMode};
-use mailherd_core::watchdog::{step, WatchdogStep};
+use mailherd_core::watchdog::{pet_due, step, LastPet, WatchdogStep};
 use mailherd_core::{Holder, Millis};
 use mailherd_drivers::{watchdog_from_config, Watchdog};
 use serde::Serialize;
@@ -26,6 +26,7 @@ pub struct WatchdogGuard {
     /// Whether a timer a previous run may have left running was stopped.
     leftover_checked: bool,
     last_error_logged: Option<Millis>,
+    last_pet: Option<LastPet>,
 }
 
 /// The watchdog as `/status` shows it.
@@ -74,6 +75,7 @@ impl WatchdogGuard {
             unusable: None,
             leftover_checked: false,
             last_error_logged: None,
+            last_pet: None,
         })
     }
 
@@ -133,9 +135,16 @@ impl WatchdogGuard {
         let outcome = match step(holds, holder.lease_end(), self.armed, self.timeout_ms, now) {
             WatchdogStep::Keep => Ok(()),
             WatchdogStep::Arm => self.arm(),
-            WatchdogStep::Pet => self.driver.pet().map_err(|e| e.to_string()),
+            WatchdogStep::Pet => match holder.lease_end() {
+                Some(lease_end) if pet_due(self.last_pet, lease_end, now) => {
+                    self.last_pet = Some(LastPet { at: now, lease_end });
+                    self.driver.pet().map_err(|e| e.to_string())
+                }
+                _ => Ok(()),
+            },
             WatchdogStep::Disarm => {
                 self.armed = false;
+                self.last_pet = None;
                 match self.driver.disarm() {
                     Ok(()) => {
                         tracing::info!("watchdog disarmed: nothing held");

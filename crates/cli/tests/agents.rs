@@ -430,6 +430,15 @@ fn the_breaker_stops_a_failover_loop_until_reset() {
         .unwrap();
     let status = nodes[alive].status().unwrap();
     assert_eq!(status["breaker"]["open"], true, "{}", status["breaker"]);
+    // The alert in the log: the deciding node says so once, loudly.
+    let logs: String = nodes
+        .iter()
+        .filter_map(|n| std::fs::read_to_string(dir.path().join(format!("{}.log", n.name))).ok())
+        .collect();
+    assert!(
+        logs.contains("CIRCUIT BREAKER OPEN"),
+        "no breaker alert in the agents' logs"
+    );
 
     let (ok, _, stderr) = cli(
         &nodes[alive],

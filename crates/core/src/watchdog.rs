@@ -19,7 +19,8 @@
 //! the same rule; its own fence at `lease_end - fence_budget` usually wins,
 //! and if that demotion hangs, the reset ends it.
 //!
-//! The agent checks the rule on every tick. A healthy master's remaining
+//! The agent checks the rule on every tick and pets when [`pet_due`] says
+//! a pet moves the reset on enough to be worth a write. A healthy master's remaining
 //! lease never drops below `lease - renew_interval - commit latency`, so
 //! with `timeout <= lease - renew_interval` it pets all the time, and the
 //! default `lease - 2 × renew_interval` leaves a whole renewal interval for
@@ -98,9 +99,51 @@ pub fn step(
     }
 }
 
+/// How often a healthy master pets at most while its lease end stands
+/// still (between renewals).
+pub const PET_EVERY_MS: u64 = 50;
+
+/// The last pet: when, and the lease end it was allowed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastPet {
+    pub at: Millis,
+    pub lease_end: Millis,
+}
+
+/// Whether a pet that [`step`] allows is worth sending now.
+///
+/// Any subset of allowed pets is safe: each one alone keeps the reset
+/// before the lease end. Petting on every tick (100 a second) buys nothing
+/// over petting once per renewal, when the lease end moves, plus every
+/// [`PET_EVERY_MS`] while it stands still, which keeps the last pet within
+/// that much of the latest allowed one: a stalled master is reset at most
+/// `PET_EVERY_MS` before its lease end instead of at it.
+pub fn pet_due(last: Option<LastPet>, lease_end: Millis, now: Millis) -> bool {
+    match last {
+        None => true,
+        Some(last) => lease_end > last.lease_end || now.since(last.at) >= PET_EVERY_MS,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pet_is_due_when_the_lease_moved_or_the_last_one_is_old() {
+        let last = Some(LastPet {
+            at: Millis(1_000),
+            lease_end: Millis(1_500),
+        });
+        assert!(pet_due(None, Millis(1_500), Millis(1_000)));
+        // Same lease end, soon after: not worth a pet.
+        assert!(!pet_due(last, Millis(1_500), Millis(1_010)));
+        assert!(!pet_due(last, Millis(1_500), Millis(1_049)));
+        // Same lease end, PET_EVERY_MS later: the timer moves on.
+        assert!(pet_due(last, Millis(1_500), Millis(1_050)));
+        // A renewal moved the lease end: pet at once.
+        assert!(pet_due(last, Millis(1_600), Millis(1_001)));
+    }
     use crate::lease::test_timing;
 
     #[test]

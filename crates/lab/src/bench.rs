@@ -546,9 +546,22 @@ pub fn reset_breaker_if_open(state: &LabState) -> Result<bool> {
     Ok(false)
 }
 
-/// RSS (KiB) of the agent on `node` and its CPU share (% of one core)
-/// measured over `window`.
-pub fn agent_footprint(state: &LabState, node: &NodeState, window: Duration) -> Result<(u64, f64)> {
+/// What an agent costs: memory now, CPU over a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Footprint {
+    /// Resident set (`VmRSS`), KiB: anonymous plus file-backed pages.
+    pub rss_kib: u64,
+    /// Of which anonymous memory (`RssAnon`): heap, stacks, statics.
+    pub rss_anon_kib: u64,
+    /// Of which file-backed pages (`RssFile`): mostly the binary's code,
+    /// shared with every other process running the same binary.
+    pub rss_file_kib: u64,
+    /// CPU time over the window, % of one core.
+    pub cpu_percent: f64,
+}
+
+/// The footprint of the agent on `node`, CPU measured over `window`.
+pub fn agent_footprint(state: &LabState, node: &NodeState, window: Duration) -> Result<Footprint> {
     let pid = agent_pid(state, node)?;
     let ticks = |pid: i32| -> Result<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -574,13 +587,20 @@ pub fn agent_footprint(state: &LabState, node: &NodeState, window: Duration) -> 
     let cpu_percent = (after - before) as f64 / hz / elapsed * 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("the agent (pid {pid}) is gone"))?;
-    let rss_kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))?;
-    Ok((rss_kib, (cpu_percent * 100.0).round() / 100.0))
+    let kib = |key: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|value| value.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .with_context(|| format!("no {key} in /proc/{pid}/status"))
+    };
+    Ok(Footprint {
+        rss_kib: kib("VmRSS:")?,
+        rss_anon_kib: kib("RssAnon:")?,
+        rss_file_kib: kib("RssFile:")?,
+        cpu_percent: (cpu_percent * 100.0).round() / 100.0,
+    })
 }
 
 /// The host PID of the agent process in `node`'s namespace.

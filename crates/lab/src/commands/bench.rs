@@ -60,7 +60,8 @@ struct Phase {
     attempts: u64,
     lost: Vec<String>,
     breaker_resets: usize,
-    footprint: Option<(u64, f64)>,
+    /// The idle master's agent, and a backup's measured over the same window.
+    footprint: Option<(bench::Footprint, Option<bench::Footprint>)>,
 }
 
 pub fn run(options: BenchOptions) -> Result<()> {
@@ -189,11 +190,25 @@ fn run_phase(manager: Manager, options: &BenchOptions) -> Result<Phase> {
             "measuring the idle master's agent for {} s",
             options.footprint.as_secs()
         ));
-        phase.footprint = Some(bench::agent_footprint(
-            &state,
-            state.node(&master)?,
-            options.footprint,
-        )?);
+        let backup = state
+            .nodes
+            .iter()
+            .find(|n| n.name != master && n.kind == crate::topology::NodeKind::Mail);
+        phase.footprint = Some(std::thread::scope(|scope| -> Result<_> {
+            let backup = backup.map(|node| {
+                scope.spawn(|| bench::agent_footprint(&state, node, options.footprint))
+            });
+            let master = bench::agent_footprint(&state, state.node(&master)?, options.footprint)?;
+            let backup = match backup {
+                Some(handle) => Some(
+                    handle
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("measuring the backup's agent panicked"))??,
+                ),
+                None => None,
+            };
+            Ok((master, backup))
+        })?);
     }
     phase.invariants = sampler.finish()?;
     prober.stop()?;
@@ -273,9 +288,15 @@ fn report(options: &BenchOptions, phases: &BTreeMap<Manager, Phase>) -> Value {
         report["lost_subjects"] = json!(mailherd.lost);
         report["send_attempts"] = json!(mailherd.attempts);
         report["breaker_resets"] = json!(mailherd.breaker_resets);
-        if let Some((rss, cpu)) = mailherd.footprint {
-            report["agent_rss_kib"] = json!(rss);
-            report["agent_cpu_percent"] = json!(cpu);
+        if let Some((master, backup)) = mailherd.footprint {
+            report["agent_rss_kib"] = json!(master.rss_kib);
+            report["agent_rss_anon_kib"] = json!(master.rss_anon_kib);
+            report["agent_rss_file_kib"] = json!(master.rss_file_kib);
+            report["agent_cpu_percent"] = json!(master.cpu_percent);
+            if let Some(backup) = backup {
+                report["backup_agent_rss_kib"] = json!(backup.rss_kib);
+                report["backup_agent_cpu_percent"] = json!(backup.cpu_percent);
+            }
             report["footprint_secs"] = json!(options.footprint.as_secs());
         }
         if let Some(keepalived) = phases.get(&Manager::Keepalived) {
@@ -300,10 +321,16 @@ pub fn machine() -> Value {
     let kernel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Read at the end of a run: the 5- and 15-minute figures tell how busy
+    // the host was while it ran (other work on the host skews timings).
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
     json!({
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu": cpu,
         "kernel": kernel,
+        "loadavg": loadavg,
     })
 }
 
@@ -340,12 +367,24 @@ fn print_table(options: &BenchOptions, phases: &BTreeMap<Manager, Phase>) {
             phase.accepted,
             phase.lost.len()
         );
-        if let Some((rss, cpu)) = phase.footprint {
+        if let Some((master, backup)) = phase.footprint {
             println!(
-                "{:<18} idle agent: RSS {rss} KiB, CPU {cpu} % of a core over {} s",
+                "{:<18} idle master's agent: RSS {} KiB ({} anonymous, {} file), CPU {} % of a core over {} s",
                 manager.name(),
+                master.rss_kib,
+                master.rss_anon_kib,
+                master.rss_file_kib,
+                master.cpu_percent,
                 options.footprint.as_secs()
             );
+            if let Some(backup) = backup {
+                println!(
+                    "{:<18} a backup's agent: RSS {} KiB, CPU {} % of a core",
+                    manager.name(),
+                    backup.rss_kib,
+                    backup.cpu_percent
+                );
+            }
         }
     }
 }
