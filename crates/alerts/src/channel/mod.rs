@@ -52,7 +52,8 @@ pub enum AnyChannel {
     Ntfy(Ntfy),
     Slack(Slack),
     Telegram(Telegram),
-    Email(Email),
+    /// Boxed: the SMTP transport is several times the size of the others.
+    Email(Box<Email>),
 }
 
 impl Channel for AnyChannel {
@@ -109,7 +110,7 @@ pub fn build(section: &ChannelSection, timeout: Duration) -> Result<AnyChannel, 
                 timeout,
             )?)
         }
-        ChannelKind::Email => AnyChannel::Email(Email::new(section, timeout)?),
+        ChannelKind::Email => AnyChannel::Email(Box::new(Email::new(section, timeout)?)),
     })
 }
 
