@@ -41,6 +41,10 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct ApiState {
     pub status: watch::Receiver<StatusDocument>,
+    /// Its counters are served under `"alerts"` in `/status`.
+    pub alerter: mailherd_alerts::Alerter,
+    /// The Uptime Kuma push worker, served under `"uptime_kuma"`.
+    pub kuma: Option<Arc<mailherd_alerts::KumaPush>>,
     pub drivers: Drivers,
     pub consensus: Consensus,
     pub config: Arc<Config>,
@@ -79,6 +83,16 @@ async fn status(State(state): State<ApiState>) -> impl IntoResponse {
             "holds".into(),
             serde_json::to_value(&holdings).unwrap_or_default(),
         );
+        object.insert(
+            "alerts".into(),
+            serde_json::to_value(state.alerter.counters()).unwrap_or_default(),
+        );
+        if let Some(kuma) = &state.kuma {
+            object.insert(
+                "uptime_kuma".into(),
+                serde_json::to_value(kuma.state()).unwrap_or_default(),
+            );
+        }
     }
     Json(value)
 }

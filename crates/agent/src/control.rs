@@ -18,6 +18,7 @@ use mailherd_core::{Holder, HolderAction, HolderEvent, Millis, RenewalOutcome};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::alerting::{self, Watchers};
 use crate::clock::Clock;
 use crate::monitor::Monitor;
 use crate::pipelines::{self, Drivers};
@@ -65,6 +66,9 @@ pub struct Control {
     status_tx: watch::Sender<StatusDocument>,
     /// Numbers pipeline runs.
     next_run_id: std::sync::atomic::AtomicU64,
+    /// Where failovers, the breaker, fencing and the rest are told; `send`
+    /// only queues, so the loop never waits for a receiver.
+    alerter: mailherd_alerts::Alerter,
 }
 
 /// The decider's bookkeeping, on this node's clock.
@@ -92,6 +96,7 @@ impl Control {
         monitor: Option<Monitor>,
         clock: Clock,
         status_tx: watch::Sender<StatusDocument>,
+        alerter: mailherd_alerts::Alerter,
     ) -> Control {
         Control {
             config,
@@ -101,6 +106,7 @@ impl Control {
             clock,
             status_tx,
             next_run_id: std::sync::atomic::AtomicU64::new(1),
+            alerter,
         }
     }
 
@@ -150,6 +156,7 @@ impl Control {
         let mut last_garp = self.clock.now();
         let mut shutting_down_since: Option<Millis> = None;
         let mut last_leadership_transfer: Option<Millis> = None;
+        let mut watchers = Watchers::default();
 
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -197,6 +204,7 @@ impl Control {
                         break;
                     }
                     state = state_rx.borrow_and_update().clone();
+                    watchers.maintenance(&self.alerter, state.maintenance.is_some(), decider.leader_since.is_some());
                     let now = self.clock.now();
                     if (state.epoch, state.renewals) != decider.seen {
                         decider.seen = (state.epoch, state.renewals);
@@ -271,12 +279,15 @@ impl Control {
                         if h.is_master() {
                             if let Some(monitor) = &self.monitor {
                                 let report = monitor.report();
+                                watchers.verdict(&self.alerter, report.verdict, &report.detail);
                                 pending.extend(h.handle(now, HolderEvent::Verdict {
                                     verdict: report.verdict,
                                     detail: report.detail,
                                 }));
                             }
                             self.refresh_garp_if_due(now, &mut last_garp);
+                        } else {
+                            watchers.not_master();
                         }
                     }
                     // The decider keeps running while this node shuts down:
@@ -291,6 +302,11 @@ impl Control {
                     }
                     if now.since(last_status) >= STATUS_EVERY.as_millis() as u64 {
                         last_status = now;
+                        if decider.leader_since.is_some() {
+                            watchers.reachability(&self.alerter, &self.config, &state, self.reachability(&state));
+                        } else {
+                            watchers.not_deciding();
+                        }
                         self.publish_status(now, &state, holder.as_ref(), decider.blocked.as_ref(), watchdog.as_ref());
                     }
                 }
@@ -395,6 +411,12 @@ impl Control {
             }
             HolderAction::StartPromotion { epoch } => {
                 tracing::info!(epoch, "promotion started");
+                alerting::promotion_started(
+                    &self.alerter,
+                    &self.config,
+                    &self.consensus.state().borrow(),
+                    epoch,
+                );
                 if let Some(running) = pipeline.take() {
                     running.task.abort();
                 }
@@ -402,6 +424,18 @@ impl Control {
                     if let Err(reason) = guard.arm_for_promotion(self.clock.now(), watch.lease_end)
                     {
                         tracing::error!(epoch, %reason, "promotion refused: the watchdog is required");
+                        alerting::promotion_finished(
+                            &self.alerter,
+                            &self.config,
+                            &self.consensus.state().borrow(),
+                            epoch,
+                            &PromotionOutcome {
+                                ok: false,
+                                total_ms: 0,
+                                steps: Vec::new(),
+                                error: Some(reason.clone()),
+                            },
+                        );
                         record_promotion(
                             self.consensus.clone(),
                             me,
@@ -435,8 +469,16 @@ impl Control {
                 let monitor = self.monitor.clone();
                 let consensus = self.consensus.clone();
                 let events = events.clone();
+                let (alerter, config) = (self.alerter.clone(), self.config.clone());
                 let task = tokio::spawn(async move {
                     let outcome = pipelines::promote(&drivers, monitor.as_ref(), epoch).await;
+                    alerting::promotion_finished(
+                        &alerter,
+                        &config,
+                        &consensus.state().borrow(),
+                        epoch,
+                        &outcome,
+                    );
                     let result = match &outcome.error {
                         None => {
                             tracing::info!(
@@ -470,6 +512,11 @@ impl Control {
             } => {
                 if urgent {
                     tracing::warn!(epoch, %reason, "fencing: urgent demotion");
+                    // Epoch 0 is the start-up cleanup; a retry was alerted the first time.
+                    if epoch != 0 && !reason.starts_with("retrying") {
+                        self.alerter
+                            .send(mailherd_alerts::Event::lease_lost(epoch, &reason));
+                    }
                 } else {
                     tracing::info!(epoch, %reason, "demotion started");
                 }
@@ -480,17 +527,20 @@ impl Control {
                     // before the demotion's unmount may start.
                     running.task.abort();
                     if let PipelineKind::Promotion { epoch } = running.kind {
-                        record_promotion(
-                            self.consensus.clone(),
-                            me,
+                        let outcome = PromotionOutcome {
+                            ok: false,
+                            total_ms: 0,
+                            steps: Vec::new(),
+                            error: Some(format!("promotion abandoned: {reason}")),
+                        };
+                        alerting::promotion_finished(
+                            &self.alerter,
+                            &self.config,
+                            &self.consensus.state().borrow(),
                             epoch,
-                            PromotionOutcome {
-                                ok: false,
-                                total_ms: 0,
-                                steps: Vec::new(),
-                                error: Some(format!("promotion abandoned: {reason}")),
-                            },
+                            &outcome,
                         );
+                        record_promotion(self.consensus.clone(), me, epoch, outcome);
                     }
                 }
                 let drivers = self.drivers.clone();
@@ -551,6 +601,10 @@ impl Control {
                     epoch,
                     "SPLIT-BRAIN RISK: the lease ended while this node still held resources (demotion too slow)"
                 );
+                self.alerter.send(mailherd_alerts::Event::split_brain(
+                    Some(epoch),
+                    "the lease ended while this node still held resources (demotion too slow)",
+                ));
             }
         }
     }
@@ -655,13 +709,20 @@ impl Control {
                     failovers,
                     max_failovers,
                     window_ms,
-                }) => tracing::error!(
-                    failovers,
-                    max_failovers,
-                    window_s = window_ms / 1_000,
-                    "CIRCUIT BREAKER OPEN: no automatic failover until `mailherd breaker reset` \
-                     or the window passes; the cluster has no master"
-                ),
+                }) => {
+                    tracing::error!(
+                        failovers,
+                        max_failovers,
+                        window_s = window_ms / 1_000,
+                        "CIRCUIT BREAKER OPEN: no automatic failover until `mailherd breaker reset` \
+                         or the window passes; the cluster has no master"
+                    );
+                    self.alerter.send(mailherd_alerts::Event::breaker_opened(
+                        *failovers,
+                        *max_failovers,
+                        window_ms / 1_000,
+                    ));
+                }
                 Some(Blocked::Maintenance) => tracing::warn!(
                     "maintenance mode: the role needs a new master but no automatic failover happens"
                 ),

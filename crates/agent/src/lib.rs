@@ -4,6 +4,9 @@
 //! and the node has let go of everything it held.
 //!
 //! # Layout
+//! - [`alerting`]: what the control loop tells the alerter (failover
+//!   started/completed/failed, breaker, lease loss, maintenance, node
+//!   down/up, degraded checks), one alert per change.
 //! - [`clock`]: the agent's monotonic clock in [`mailherd_core::Millis`].
 //! - [`control`]: the control loop. It owns the pure [`mailherd_core::Holder`]
 //!   and runs the decider while this node is Raft leader; it turns their
@@ -16,6 +19,8 @@
 //!   the token-protected `/v1/switchover`, `/v1/maintenance`,
 //!   `/v1/breaker/reset`).
 //! - [`status`]: the status document shared by the API and the CLI.
+//! - The Uptime Kuma push worker (`mailherd_alerts::KumaPush`), started
+//!   here with `[uptime_kuma]`: up while this node is fit for its role.
 //! - [`tls`]: mutual TLS on the peer channel (cluster CA, node
 //!   certificates, the TLS listener), also used by `mailherd tls` and the lab.
 //!
@@ -23,6 +28,7 @@
 //! role (so a backup takes over at once instead of waiting out the lease),
 //! then the HTTP servers stop, then consensus shuts down.
 
+pub mod alerting;
 pub mod api;
 pub mod clock;
 pub mod control;
@@ -148,6 +154,23 @@ pub async fn run(
         None
     };
 
+    // Alerts: `send` only queues; one delivery task per channel.
+    let alerter = match &config.alerts {
+        Some(section) => mailherd_alerts::Alerter::start(&config.cluster.name, &me.name, section)
+            .context("setting up the alert channels")?,
+        None => mailherd_alerts::Alerter::disabled(&config.cluster.name, &me.name),
+    };
+    let kuma = match &config.uptime_kuma {
+        Some(section) => {
+            let status = status_rx.clone();
+            Some(Arc::new(
+                mailherd_alerts::KumaPush::start(section, move || kuma_status(&status.borrow()))
+                    .context("starting the Uptime Kuma push")?,
+            ))
+        }
+        None => None,
+    };
+
     let api_server = {
         let token = config
             .api
@@ -166,6 +189,8 @@ pub async fn run(
             consensus: consensus.clone(),
             config: config.clone(),
             token,
+            alerter: alerter.clone(),
+            kuma: kuma.clone(),
         });
         let mut stop = servers_stop_rx.clone();
         tokio::spawn(async move {
@@ -185,6 +210,7 @@ pub async fn run(
         monitor,
         clock,
         status_tx,
+        alerter,
     );
     control.run(stored_assignment, shutdown).await;
 
@@ -210,6 +236,28 @@ pub async fn run(
     }
     tracing::info!(node = %me.name, "agent stopped");
     Ok(())
+}
+
+/// What the Kuma monitor shows for this node: up while it is fit for its
+/// role (an operational or degraded master, a ready backup, a witness).
+fn kuma_status(doc: &StatusDocument) -> mailherd_alerts::KumaStatus {
+    use mailherd_core::Verdict;
+    let verdict = doc.verdict.as_ref().map(|v| v.verdict);
+    let up = match doc.role.as_str() {
+        "master" => {
+            doc.phase != "master"
+                || verdict.is_none_or(|v| matches!(v, Verdict::Operational | Verdict::Degraded))
+        }
+        "backup" | "witness" => doc.phase != "starting" || doc.role == "witness",
+        _ => false,
+    };
+    let mut msg = format!("{} {} ({})", doc.node, doc.role, doc.phase);
+    if let Some(report) = &doc.verdict {
+        if !report.detail.is_empty() && doc.role == "master" {
+            msg.push_str(&format!(": {}", report.detail));
+        }
+    }
+    mailherd_alerts::KumaStatus { up, msg }
 }
 
 /// How long each tear-down step after the control loop may take.

@@ -11,8 +11,10 @@
 //! - [`validate`]: cross-field checks;
 //! - [`locate`]: maps a dotted key back to its line in the source text;
 //! - [`preset`]: `[preset]` (mailcow, classic) expanded into the services
-//!   driver and checks it stands for.
+//!   driver and checks it stands for;
+//! - [`alerts`]: `[alerts]`, its channels, and `[uptime_kuma]`.
 
+pub mod alerts;
 pub mod locate;
 pub mod preset;
 pub mod validate;
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use alerts::{AlertsSection, ChannelKind, ChannelSection, UptimeKumaSection};
 pub use preset::{PresetName, PresetSection};
 pub use validate::{Problem, Problems};
 
@@ -64,6 +67,13 @@ pub struct Config {
     /// volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hetzner: Option<HetznerSection>,
+    /// Alert channels (webhook, ntfy, Slack, Telegram, e-mail) and the rules
+    /// that keep them from flooding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsSection>,
+    /// Heartbeats to an Uptime Kuma push monitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_kuma: Option<UptimeKumaSection>,
 }
 
 /// Who this node is.

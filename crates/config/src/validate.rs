@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
+mod alerts;
 mod services;
 
 use crate::locate;
@@ -434,6 +435,14 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
             c.push(format!("checks[{i}].rise"), "must be at least 1");
         }
         validate_check_keys(&mut c, i, check);
+    }
+
+    // Alerts and Uptime Kuma.
+    if let Some(section) = &config.alerts {
+        alerts::validate_alerts(&mut c, section);
+    }
+    if let Some(section) = &config.uptime_kuma {
+        alerts::validate_uptime_kuma(&mut c, section);
     }
 
     // Watchdog: only a mail node holds the role, so only there it matters.

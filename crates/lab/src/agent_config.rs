@@ -68,6 +68,8 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         volumes: Vec::new(),
         preset: None,
         hetzner: None,
+        alerts: None,
+        uptime_kuma: None,
         services: None,
         checks: Vec::new(),
         // The whole lab runs its peer channel over mTLS; `up` makes the
