@@ -614,11 +614,8 @@ async fn smtp_against_a_real_postfix_passes_starttls_and_delivers_the_test_messa
     assert!(result.ok, "{result:?}\n{}", postfix.log());
     assert_eq!(result.detail, "220 mail.lab.test ESMTP Postfix");
 
-    let result = probe(&with_starttls(real_check(
-        CheckKind::Smtp,
-        postfix.address(),
-    )))
-    .await;
+    let starttls = with_starttls(real_check(CheckKind::Smtp, postfix.address()));
+    let result = probe(&starttls).await;
     assert!(result.ok, "{result:?}\n{}", postfix.log());
     // The certificate's DNS name verifies as well as its IP address.
     let by_name = CheckSection {
