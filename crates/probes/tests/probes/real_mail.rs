@@ -106,7 +106,7 @@ fn daemon_dir() -> tempfile::TempDir {
 /// A Maildir (`cur`, `new`, `tmp`) at `relative` under the mail store
 /// `store`, every directory from the store down owned by the store's owner
 /// (who creates files next to the Maildir too, e.g. Dovecot's indexes).
-fn make_maildir(store: &Path, relative: &Path) -> PathBuf {
+fn make_maildir(store: &Path, relative: &Path) {
     let maildir = store.join(relative);
     for sub in ["cur", "new", "tmp"] {
         std::fs::create_dir_all(maildir.join(sub)).unwrap();
@@ -122,7 +122,6 @@ fn make_maildir(store: &Path, relative: &Path) -> PathBuf {
     for path in owned {
         nix::unistd::chown(&path, Some(owner), Some(group)).unwrap();
     }
-    maildir
 }
 
 /// A CA that signed nothing the servers show, PEM, in `dir`. Its own name:
@@ -141,8 +140,8 @@ fn write_foreign_ca(dir: &Path) -> PathBuf {
 }
 
 /// Makes the host's Postfix and Dovecot directories read-only in the new
-/// mount namespace, then runs the daemon's start command.
-const START_WITH_HOST_DIRS_READ_ONLY: &str = r#"set -eu
+/// mount namespace, then runs the command.
+const WITH_HOST_DIRS_READ_ONLY: &str = r#"set -eu
 for dir in /etc/postfix /etc/dovecot /var/spool/postfix /var/lib/postfix /var/lib/dovecot /run/dovecot; do
     [ -d "$dir" ] || continue
     mount --bind "$dir" "$dir"
@@ -151,15 +150,15 @@ done
 exec "$@"
 "#;
 
-/// Runs `argv`, a command that starts a daemon in the background, in a
-/// new private mount namespace (see [`START_WITH_HOST_DIRS_READ_ONLY`]);
-/// the daemon keeps the namespace alive. Its output goes to the file
-/// `output`, not to a pipe, which the daemon would hold open.
-fn start_in_private_mount_namespace(argv: &[&str], output: &Path) -> Result<(), String> {
+/// Runs `argv` in a new private mount namespace (see
+/// [`WITH_HOST_DIRS_READ_ONLY`]); a daemon it starts in the background
+/// keeps the namespace alive. The output goes to the file `output`, not to
+/// a pipe, which such a daemon would hold open.
+fn run_in_private_mount_namespace(argv: &[&str], output: &Path) -> Result<(), String> {
     let file = std::fs::File::create(output).map_err(|error| error.to_string())?;
     let status = Command::new("/usr/bin/unshare")
         .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
-        .arg(START_WITH_HOST_DIRS_READ_ONLY)
+        .arg(WITH_HOST_DIRS_READ_ONLY)
         .arg("sh")
         .args(argv)
         .stdin(Stdio::null())
@@ -282,7 +281,7 @@ impl Postfix {
         postfix.write_files();
         let config = postfix.path("config");
         let config = config.to_str().unwrap();
-        if let Err(error) = start_in_private_mount_namespace(
+        if let Err(error) = run_in_private_mount_namespace(
             &[POSTFIX_COMMAND, "-c", config, "start"],
             &postfix.path("start.out"),
         ) {
@@ -423,14 +422,12 @@ impl Drop for Postfix {
         // `postfix stop` asks the master to stop its children and then
         // itself; the pid is read first, as the master may remove its file.
         let master = read_pid(&self.path("queue/pid/master.pid"));
-        let _ = Command::new(POSTFIX_COMMAND)
-            .arg("-c")
-            .arg(self.path("config"))
-            .arg("stop")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // No unwrap in a drop, which may run while a panic unwinds.
+        let config = self.path("config").to_string_lossy().into_owned();
+        let _ = run_in_private_mount_namespace(
+            &[POSTFIX_COMMAND, "-c", &config, "stop"],
+            &self.path("stop.out"),
+        );
         if let Some(master) = master {
             wait_for_exit_or_kill(master);
         }
@@ -463,14 +460,14 @@ impl Dovecot {
         };
         dovecot.write_files();
         let config = dovecot.path("dovecot.conf");
-        if let Err(error) = start_in_private_mount_namespace(
+        if let Err(error) = run_in_private_mount_namespace(
             &[DOVECOT_MASTER, "-c", config.to_str().unwrap()],
             &dovecot.path("start.out"),
         ) {
             panic!("Dovecot did not start: {error}\n{}", dovecot.log());
         }
-        // Before its auth process is up, Dovecot greets IMAP clients with
-        // `* OK Waiting for authentication process to respond..`: not ready.
+        // The ports accept before Dovecot's auth process is up; the
+        // greetings wait for it, so a greeting is readiness.
         let log = || dovecot.log();
         wait_for_greeting(dovecot.imap_address(), "* OK [CAPABILITY ", log).await;
         wait_for_greeting(
