@@ -11,6 +11,8 @@ fi
 packages=(
     iproute2 util-linux e2fsprogs procps psmisc iptables
     postfix dovecot-core dovecot-imapd
+    # The probes' tests start a Postfix and a Dovecot (IMAP and POP3) of their own.
+    dovecot-pop3d
     ca-certificates pkg-config gcc jq curl
     # The mariadb probe's tests start a mariadbd of their own.
     mariadb-server

@@ -1,6 +1,6 @@
 //! Probes against real or tiny scripted servers on 127.0.0.1, and against
 //! local resources the tests make (a tmpfs, a queue directory, a
-//! container, a mariadbd of their own).
+//! container, a mariadbd, a Postfix and a Dovecot of their own).
 //!
 //! # Layout
 //! - this file: the scripted line server (plain, STARTTLS, implicit TLS),
@@ -10,7 +10,10 @@
 //! - `probes/http.rs`: http against axum, https against a TLS responder;
 //! - `probes/local.rs`: mount, postfix_queue, systemd;
 //! - `probes/docker.rs`: containers of the local Docker Engine;
-//! - `probes/mariadb.rs`: refused, silent and (when installed) real mariadbd.
+//! - `probes/mariadb.rs`: refused, silent and (when installed) real mariadbd;
+//! - `probes/real_mail.rs`: smtp, imap and pop3 against a real Postfix and
+//!   Dovecot of the test's own (private mount namespace, loopback, needs
+//!   root and scripts/install-deps.sh).
 
 // The crate root is this file, so the modules' paths are spelled out.
 #[path = "probes/docker.rs"]
@@ -23,6 +26,8 @@ mod local;
 mod mail;
 #[path = "probes/mariadb.rs"]
 mod mariadb;
+#[path = "probes/real_mail.rs"]
+mod real_mail;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +64,10 @@ struct TestTls {
     acceptor: TlsAcceptor,
     /// The CA certificate (PEM), for `tls_ca_file`.
     ca_file: PathBuf,
+    /// The server certificate and its private key (PEM), for real servers
+    /// (`probes/real_mail.rs`), which read them from files.
+    cert_file: PathBuf,
+    key_file: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -82,6 +91,10 @@ fn test_tls() -> &'static TestTls {
         let dir = tempfile::tempdir().unwrap();
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        let cert_file = dir.path().join("cert.pem");
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        let key_file = dir.path().join("key.pem");
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -95,6 +108,8 @@ fn test_tls() -> &'static TestTls {
         TestTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             ca_file,
+            cert_file,
+            key_file,
             _dir: dir,
         }
     })
