@@ -42,11 +42,12 @@ for name in bench-3 bench-5 bench-7 bench-mail; do
     jq -r --arg name "$name" '
         [.nodes, .stack] as [$nodes, $stack]
         | to_entries[]
-        | select(.value | type == "object" and has("power"))
+        | select(.value | type == "object" and (.power | type) == "object")
         | "\($name) (\($nodes) nodes, \($stack)) \(.key): "
           + ([.value | to_entries[] | "\(.key) \(.value.median_ms)"] | join(", "))
     ' "$out/$name.json"
 done
+jq -r '"keepalived / mailherd: " + ([.ratio | to_entries[] | "\(.key) \(.value)"] | join(", "))' "$out/bench-3.json"
 jq -r '"footprint: RSS \(.agent_rss_kib) KiB (anon \(.agent_rss_anon_kib), file \(.agent_rss_file_kib)), CPU \(.agent_cpu_percent) % master, \(.backup_agent_cpu_percent) % backup"' "$out/bench-3.json"
 jq -r '"mail: accepted \(.accepted_messages), lost \(.lost_messages), dual holder \(.dual_holder_ms) ms"' "$out/bench-mail.json"
 jq -r '"nemesis: \(.faults) faults, seed \(.seed): dual holder \(.dual_holder_ms) ms, accepted \(.accepted_messages), lost \(.lost_messages), longest outage \(.longest_outage_ms) ms, breaker trips \(.breaker_trips)"' "$out/nemesis.json"

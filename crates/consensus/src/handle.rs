@@ -274,6 +274,11 @@ impl Consensus {
     /// is never younger than the truth. `None` if never acknowledged, or if
     /// this node is not the leader.
     pub fn follower_ack_ages(&self) -> BTreeMap<NodeId, Option<Duration>> {
+        // Before the borrow below: `voters` borrows the metrics too, and a
+        // second read of a watch while openraft waits to write it blocks
+        // behind that writer, which waits for the first read: a deadlock
+        // (seen: the leader's control loop hung in here).
+        let voters = self.voters();
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow_watched();
         let heartbeat = if metrics.state.is_leader() {
@@ -281,7 +286,7 @@ impl Consensus {
         } else {
             None
         };
-        self.voters()
+        voters
             .keys()
             .filter(|id| **id != self.node_id())
             .map(|id| {

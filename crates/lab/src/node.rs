@@ -81,7 +81,11 @@ pub fn boot(state: &LabState, node: &NodeState) -> Result<()> {
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start node {}", node.name))?;
-    wait_for_init(node, &mut child)
+    wait_for_init(node, &mut child)?;
+    // Reaped when the node powers off, or a long-running bench or nemesis
+    // would collect one zombie per boot.
+    std::thread::spawn(move || child.wait());
+    Ok(())
 }
 
 fn wait_for_init(node: &NodeState, child: &mut Child) -> Result<()> {
