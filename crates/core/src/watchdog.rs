@@ -20,8 +20,8 @@
 //! and if that demotion hangs, the reset ends it.
 //!
 //! The agent checks the rule on every tick and pets when [`pet_due`] says
-//! a pet moves the reset on enough to be worth a write. A healthy master's remaining
-//! lease never drops below `lease - renew_interval - commit latency`, so
+//! a pet moves the reset on enough to be worth a write. A healthy master's
+//! remaining lease never drops below `lease - renew_interval - commit latency`, so
 //! with `timeout <= lease - renew_interval` it pets all the time, and the
 //! default `lease - 2 × renew_interval` leaves a whole renewal interval for
 //! the commit. When renewals stop, petting stops `timeout` before the lease
@@ -128,6 +128,7 @@ pub fn pet_due(last: Option<LastPet>, lease_end: Millis, now: Millis) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lease::test_timing;
 
     #[test]
     fn a_pet_is_due_when_the_lease_moved_or_the_last_one_is_old() {
@@ -144,7 +145,6 @@ mod tests {
         // A renewal moved the lease end: pet at once.
         assert!(pet_due(last, Millis(1_600), Millis(1_001)));
     }
-    use crate::lease::test_timing;
 
     #[test]
     fn the_fast_profile_defaults_to_300_ms_and_allows_up_to_400() {
