@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The figures of BENCHMARKS.md, all of them, from one command (as root):
 #
-#   bash scripts/bench.sh            # everything, about 45 minutes here
+#   bash scripts/bench.sh            # everything, about 25 minutes here
 #   ROUNDS=1 FAULTS=20 bash scripts/bench.sh   # a quick look
 #
 # Each run's JSON lands in target/bench-results/; a summary is printed at
