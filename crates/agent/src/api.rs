@@ -182,7 +182,7 @@ async fn switchover(
     let request = body
         .map(|Json(b)| b)
         .unwrap_or(SwitchoverRequest { to: None });
-    let cluster = state.consensus.state().borrow().clone();
+    let cluster = state.consensus.current_state();
     let Some(current) = cluster.assignment else {
         return error(
             StatusCode::CONFLICT,
@@ -337,7 +337,7 @@ fn membership_request<T>(
             format!("the body must be {usage}"),
         ));
     };
-    let cluster = state.consensus.state().borrow().clone();
+    let cluster = state.consensus.current_state();
     if let Some(response) = not_leader(state, &cluster) {
         return Err(response);
     }

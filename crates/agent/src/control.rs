@@ -414,7 +414,7 @@ impl Control {
                 alerting::promotion_started(
                     &self.alerter,
                     &self.config,
-                    &self.consensus.state().borrow(),
+                    &self.consensus.current_state(),
                     epoch,
                 );
                 if let Some(running) = pipeline.take() {
@@ -427,7 +427,7 @@ impl Control {
                         alerting::promotion_finished(
                             &self.alerter,
                             &self.config,
-                            &self.consensus.state().borrow(),
+                            &self.consensus.current_state(),
                             epoch,
                             &PromotionOutcome {
                                 ok: false,
@@ -475,7 +475,7 @@ impl Control {
                     alerting::promotion_finished(
                         &alerter,
                         &config,
-                        &consensus.state().borrow(),
+                        &consensus.current_state(),
                         epoch,
                         &outcome,
                     );
@@ -536,7 +536,7 @@ impl Control {
                         alerting::promotion_finished(
                             &self.alerter,
                             &self.config,
-                            &self.consensus.state().borrow(),
+                            &self.consensus.current_state(),
                             epoch,
                             &outcome,
                         );

@@ -95,16 +95,7 @@ async fn pushes_carry_status_msg_and_ping() {
 #[tokio::test]
 async fn a_missing_monitor_is_reported_and_pushing_goes_on() {
     let kuma = Receiver::start(Answer::NotFound).await;
-    let push = KumaPush::start_with(
-        &kuma.url("/api/push/wrong-token"),
-        Duration::from_millis(30),
-        Duration::from_millis(500),
-        || KumaStatus {
-            up: true,
-            msg: "ok".into(),
-        },
-    )
-    .unwrap();
+    let push = always_up(&kuma.url("/api/push/wrong-token"));
     wait_until("several refused pushes", || push.state().pushes_failed >= 3).await;
     let state = push.state();
     assert!(state.monitor_not_found, "{state:?}");
@@ -124,8 +115,17 @@ async fn a_missing_monitor_is_reported_and_pushing_goes_on() {
 #[tokio::test]
 async fn an_unreachable_kuma_is_counted_without_leaking_the_url() {
     let port = common::closed_port().await;
-    let push = KumaPush::start_with(
-        &format!("http://127.0.0.1:{port}/api/push/secret-token"),
+    let push = always_up(&format!("http://127.0.0.1:{port}/api/push/secret-token"));
+    wait_until("failed pushes", || push.state().pushes_failed >= 2).await;
+    let state = push.state();
+    assert!(!state.monitor_not_found);
+    assert!(!format!("{state:?}").contains("secret-token"), "{state:?}");
+}
+
+/// A worker pushing "up" every 30 ms to `url`.
+fn always_up(url: &str) -> KumaPush {
+    KumaPush::start_with(
+        url,
         Duration::from_millis(30),
         Duration::from_millis(500),
         || KumaStatus {
@@ -133,9 +133,5 @@ async fn an_unreachable_kuma_is_counted_without_leaking_the_url() {
             msg: "ok".into(),
         },
     )
-    .unwrap();
-    wait_until("failed pushes", || push.state().pushes_failed >= 2).await;
-    let state = push.state();
-    assert!(!state.monitor_not_found);
-    assert!(!format!("{state:?}").contains("secret-token"), "{state:?}");
+    .unwrap()
 }

@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::wait_for;
@@ -37,17 +37,8 @@ struct Node {
 
 impl Node {
     fn start(&mut self, dir: &Path) {
-        let log = std::fs::File::create(dir.join(format!("{}.log", self.name))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mailherd"))
-            .args(["agent", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting the agent");
-        self.child = Some(child);
+        let log = dir.join(format!("{}.log", self.name));
+        self.child = Some(common::start_agent(&self.config, &log));
     }
 
     fn kill(&mut self) {

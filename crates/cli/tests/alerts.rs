@@ -8,7 +8,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,18 +98,8 @@ struct Node {
 
 impl Node {
     fn start(&mut self, dir: &Path) {
-        let log = std::fs::File::create(dir.join(format!("{}.log", self.name))).unwrap();
-        self.child = Some(
-            Command::new(env!("CARGO_BIN_EXE_mailherd"))
-                .args(["agent", "--config"])
-                .arg(&self.config)
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("starting the agent"),
-        );
+        let log = dir.join(format!("{}.log", self.name));
+        self.child = Some(common::start_agent(&self.config, &log));
     }
 
     fn kill(&mut self) {

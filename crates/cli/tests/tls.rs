@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use common::{free_port, wait_for};
@@ -93,15 +93,7 @@ fn tls_cluster(dir: &Path, n: usize) -> Vec<Node> {
             );
             std::fs::write(&config, text).unwrap();
             let log = dir.join(format!("{name}.log"));
-            let child = Command::new(env!("CARGO_BIN_EXE_mailherd"))
-                .args(["agent", "--config"])
-                .arg(&config)
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("starting the agent");
+            let child = common::start_agent(&config, &log);
             Node {
                 name,
                 log,
@@ -329,15 +321,7 @@ fn an_agent_without_tls_warns_once_that_peers_are_unauthenticated() {
     )
     .unwrap();
     let log = dir.path().join("n1.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_mailherd"))
-        .args(["agent", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("starting the agent");
+    let child = common::start_agent(&config, &log);
     let node = Node {
         name: "n1".to_string(),
         log,

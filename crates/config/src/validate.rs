@@ -498,23 +498,7 @@ fn validate_check_keys(c: &mut Collector<'_>, i: usize, check: &CheckSection) {
         ("queue_directory", check.queue_directory.is_some()),
         ("max_messages", check.max_messages.is_some()),
     ];
-    let used = keys_of_kind(kind);
-    for (name, is_set) in set {
-        if is_set && !used.contains(&name) {
-            c.push(
-                key(name),
-                format!(
-                    "not used by kind \"{}\" (it takes: {})",
-                    kind.as_str(),
-                    if used.is_empty() {
-                        "no kind-specific key".to_string()
-                    } else {
-                        used.join(", ")
-                    }
-                ),
-            );
-        }
-    }
+    refuse_unused_keys(c, &key, kind.as_str(), &set, keys_of_kind(kind));
 
     // Required keys.
     let needs_address = matches!(
@@ -820,6 +804,33 @@ fn validate_hetzner(c: &mut Collector<'_>, hetzner: &HetznerSection) {
                 hetzner.poll_interval_ms, hetzner.action_timeout_ms
             ),
         );
+    }
+}
+
+/// Refuses every key in `set` that is set although the kind does not use
+/// it (not in `used`), so that a key meant for another kind is not
+/// silently ignored. Shared by checks and alert channels.
+fn refuse_unused_keys(
+    c: &mut Collector<'_>,
+    key: &dyn Fn(&str) -> String,
+    kind: &str,
+    set: &[(&str, bool)],
+    used: &[&str],
+) {
+    for (name, is_set) in set {
+        if *is_set && !used.contains(name) {
+            c.push(
+                key(name),
+                format!(
+                    "not used by kind \"{kind}\" (it takes: {})",
+                    if used.is_empty() {
+                        "no kind-specific key".to_string()
+                    } else {
+                        used.join(", ")
+                    }
+                ),
+            );
+        }
     }
 }
 

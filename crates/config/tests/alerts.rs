@@ -2,15 +2,10 @@
 //! commented block is valid, and every broken value names the file, the
 //! line and the key.
 
-use std::path::Path;
+mod common;
 
-use mailherd_config::{ChannelKind, Config};
-
-const EXAMPLE: &str = include_str!("../../../examples/mailherd.toml");
-
-fn parse(text: &str) -> Result<Config, mailherd_config::Problems> {
-    Config::parse(Path::new("node.toml"), text)
-}
+use common::{line_starting, parse, problem_about, EXAMPLE};
+use mailherd_config::ChannelKind;
 
 /// The example with its commented `[alerts]` ... `[uptime_kuma]` block
 /// switched on.
@@ -27,34 +22,6 @@ fn example_with_alerts() -> String {
         })
         .collect();
     format!("{head}{}\n", tail.join("\n"))
-}
-
-/// The problem about `key` in `text` as `(line, message)`; checks the
-/// `node.toml:LINE: KEY: ` rendering.
-fn problem_about(text: &str, key: &str) -> (usize, String) {
-    let problems = parse(text).expect_err("the config must be refused");
-    let found = problems
-        .0
-        .iter()
-        .find(|p| p.key == key)
-        .unwrap_or_else(|| panic!("no problem for {key}; got:\n{problems}"));
-    let line = found.line.expect("a line");
-    assert!(found
-        .to_string()
-        .starts_with(&format!("node.toml:{line}: {key}: ")));
-    (line, found.message.clone())
-}
-
-/// The 1-based line of the first line of `text` that starts with `start`
-/// at or after line `from`.
-fn line_starting(text: &str, start: &str, from: usize) -> usize {
-    text.lines()
-        .enumerate()
-        .skip(from.saturating_sub(1))
-        .find(|(_, line)| line.starts_with(start))
-        .unwrap_or_else(|| panic!("no line starts with {start:?}"))
-        .0
-        + 1
 }
 
 #[test]

@@ -1,15 +1,10 @@
 //! Config validation, table-driven: each case breaks the example config in
 //! one way and names the line and key the operator must look at.
 
+mod common;
+
+use common::{line_starting, parse, problem_about, EXAMPLE};
 use std::path::Path;
-
-use mailherd_config::Config;
-
-const EXAMPLE: &str = include_str!("../../../examples/mailherd.toml");
-
-fn parse(text: &str) -> Result<Config, mailherd_config::Problems> {
-    Config::parse(Path::new("node.toml"), text)
-}
 
 /// Applies `edit` (from → to) to the example and expects a problem at
 /// `line` about `key` whose message contains `needle`.
@@ -247,30 +242,6 @@ fn hetzner_example() -> String {
 const HETZNER_SECTION: &str =
     "\n[hetzner]\ntoken_file = \"/etc/mailherd/hcloud-token\"\nserver_id = 3\n";
 
-/// The problem about `key` in `text`, as `(line, message)`; checks the
-/// `node.toml:LINE: KEY: ` rendering too.
-fn problem_about(text: &str, key: &str) -> (usize, String) {
-    let problems = parse(text).expect_err("the config must be refused");
-    let found = problems
-        .0
-        .iter()
-        .find(|p| p.key == key)
-        .unwrap_or_else(|| panic!("no problem for {key}; got:\n{problems}"));
-    let line = found.line.expect("a line");
-    assert!(found
-        .to_string()
-        .starts_with(&format!("node.toml:{line}: {key}: ")));
-    (line, found.message.clone())
-}
-
-/// The 1-based line of the first line of `text` that starts with `start`.
-fn line_starting(text: &str, start: &str) -> usize {
-    text.lines()
-        .position(|line| line.starts_with(start))
-        .unwrap_or_else(|| panic!("no line starts with {start:?}"))
-        + 1
-}
-
 #[test]
 fn hetzner_drivers_with_a_hetzner_section_are_valid_with_defaults() {
     let text = format!("{}{HETZNER_SECTION}", hetzner_example());
@@ -415,7 +386,7 @@ fn broken_hetzner_settings_name_file_line_and_key() {
         let (line, message) = problem_about(&text, key);
         assert_eq!(
             line,
-            line_starting(&text, line_start),
+            line_starting(&text, line_start, 1),
             "line of {key} after {from:?} -> {to:?}"
         );
         assert!(

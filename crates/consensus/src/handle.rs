@@ -249,6 +249,13 @@ impl Consensus {
         self.inner.state.clone()
     }
 
+    /// The replicated state as applied on this node now. Holds the watch's
+    /// lock only for the copy of the `Arc`: a caller that kept a borrow
+    /// while working could block the next apply behind it.
+    pub fn current_state(&self) -> Arc<ClusterState> {
+        self.inner.state.borrow().clone()
+    }
+
     /// When the entry behind the latest applied progress (an accepted
     /// `Assign` or `Renew`) arrived in this node's log; read it after seeing
     /// a new state and the value is at least as recent as that state's

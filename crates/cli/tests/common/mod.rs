@@ -25,6 +25,22 @@ pub fn free_port() -> u16 {
     panic!("no free port in 20000..32000");
 }
 
+/// Starts `mailherd agent --config CONFIG` with its log (RUST_LOG=info) in
+/// `log`.
+pub fn start_agent(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    let log = std::fs::File::create(log).expect("creating the agent's log");
+    Command::new(env!("CARGO_BIN_EXE_mailherd"))
+        .args(["agent", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting the agent")
+}
+
 /// Waits up to `limit` for `child` to exit; false if it is still running.
 pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> bool {
     let start = Instant::now();

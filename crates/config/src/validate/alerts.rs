@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{require_absolute, Collector};
+use super::{refuse_unused_keys, require_absolute, Collector};
 use crate::alerts::{AlertsSection, ChannelKind, ChannelSection, UptimeKumaSection};
 
 /// The kind-specific keys `kind` reads.
@@ -127,19 +127,7 @@ fn validate_channel_keys(c: &mut Collector<'_>, i: usize, channel: &ChannelSecti
         ("from", channel.from.is_some()),
         ("to", channel.to.is_some()),
     ];
-    let used = keys_of_kind(kind);
-    for (name, is_set) in set {
-        if is_set && !used.contains(&name) {
-            c.push(
-                key(name),
-                format!(
-                    "not used by kind \"{}\" (it takes: {})",
-                    kind.as_str(),
-                    used.join(", ")
-                ),
-            );
-        }
-    }
+    refuse_unused_keys(c, &key, kind.as_str(), &set, keys_of_kind(kind));
     let missing = |c: &mut Collector<'_>, name: &str, what: &str| {
         c.push(
             key(name),
