@@ -18,6 +18,12 @@ packages=(
     mariadb-server
     # `mailherd render keepalived` output is checked with `keepalived -t`.
     keepalived
+    # `mailherd render haproxy` output is checked with `haproxy -c`, and the lab runs one.
+    haproxy
+    # The dashboard is tested in a headless browser.
+    chromium
+    # The /metrics test parses the exposition with the reference parser.
+    python3-prometheus-client
 )
 missing=()
 for p in "${packages[@]}"; do
