@@ -13,6 +13,7 @@ use std::time::Duration;
 use mailherd_config::{Config, MemberRole};
 use mailherd_consensus::Consensus;
 use mailherd_core::decider::{decide, Blocked, Candidate, DeciderView, Decision};
+use mailherd_core::handover::{handover_due, Cadence};
 use mailherd_core::state::{ClusterState, Command, NodeHealth, PromotionOutcome, Rejection};
 use mailherd_core::{Holder, HolderAction, HolderEvent, Millis, RenewalOutcome};
 use tokio::sync::{mpsc, watch};
@@ -81,6 +82,9 @@ struct DeciderClock {
     /// arrived here.
     last_progress_seen: Millis,
     seen: (u64, u64),
+    /// How steadily the current epoch's renewals arrive (for handing
+    /// leadership to the master; see mailherd_core::handover).
+    cadence: Cadence,
     /// One assignment proposal at a time.
     assign_in_flight: bool,
     /// What keeps the decider from assigning, if anything (for the log's
@@ -146,6 +150,7 @@ impl Control {
             leader_term: initial_leadership.term,
             last_progress_seen: self.clock.now(),
             seen: (state.epoch, state.renewals),
+            cadence: Cadence::default(),
             assign_in_flight: false,
             blocked: None,
         };
@@ -219,6 +224,7 @@ impl Control {
                             .map(|at| self.clock.at(at))
                             .unwrap_or(now)
                             .min(now);
+                        decider.cadence.observe(state.epoch, decider.last_progress_seen);
                     }
                     if let Some(h) = holder.as_mut() {
                         pending.extend(h.handle(now, HolderEvent::Maintenance { on: state.maintenance.is_some() }));
@@ -295,7 +301,7 @@ impl Control {
                     // fast path after its own release depends on it.
                     self.run_decider(now, &state, &mut decider, &events_tx, shutting_down_since.is_some());
                     if shutting_down_since.is_none() {
-                        self.hand_leadership_to_master(now, &state, decider.last_progress_seen, &mut last_leadership_transfer);
+                        self.hand_leadership_to_master(now, &state, &decider, &mut last_leadership_transfer);
                         if let Some(h) = holder.as_ref() {
                             self.report_readiness(now, &state, h, &mut not_ready_since, &mut health_in_flight, &events_tx);
                         }
@@ -757,12 +763,14 @@ impl Control {
     /// leader election it causes) would cost the master its lease although
     /// the master itself is fine. With both on one node, only the master's
     /// own failure moves anything. Done by the leader once the master's
-    /// promotion is recorded as complete, at most every few seconds.
+    /// promotion is recorded as complete, at most every few seconds, and
+    /// only at a moment the handover's own gap in commits cannot cost the
+    /// master its lease (see mailherd_core::handover).
     fn hand_leadership_to_master(
         &self,
         now: Millis,
         state: &ClusterState,
-        last_progress_seen: Millis,
+        decider: &DeciderClock,
         last_transfer: &mut Option<Millis>,
     ) {
         const RETRY_MS: u64 = 3_000;
@@ -780,18 +788,25 @@ impl Control {
             .find(|r| r.epoch == assignment.epoch)
             .and_then(|r| r.outcome.as_ref())
             .is_some_and(|o| o.ok);
-        // Only to a live master: one whose renewals this node saw lately and
-        // that acknowledges the leader. Handing leadership to a dead master
-        // (its history still says "promoted") would stall the failover.
-        let renewing = now.since(last_progress_seen)
-            <= self.config.cluster.timing().lease.renew_interval_ms * 3;
+        // Only to a live master that renews steadily, right after a renewal,
+        // and that acknowledges the leader. Handing leadership to a dead
+        // master (its history still says "promoted") would stall the
+        // failover; handing it over while commits lag would end the lease.
+        let timing = self.config.cluster.timing().lease;
+        let due = handover_due(
+            now,
+            decider.last_progress_seen,
+            assignment.epoch,
+            &decider.cadence,
+            &timing,
+        );
         let reachable = self
             .reachability(state)
             .get(&assignment.node)
             .copied()
             .unwrap_or(false);
         if !promoted
-            || !renewing
+            || !due
             || !reachable
             || last_transfer.is_some_and(|at| now.since(at) < RETRY_MS)
         {

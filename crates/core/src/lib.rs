@@ -21,6 +21,7 @@
 
 pub mod checks;
 pub mod decider;
+pub mod handover;
 pub mod holder;
 pub mod lease;
 pub mod pipeline;

@@ -203,14 +203,19 @@ fn diagnostics() -> String {
     if let Ok(entries) = std::fs::read_dir(LAB_DIR) {
         let mut logs: Vec<PathBuf> = entries
             .filter_map(|entry| entry.ok())
-            .map(|entry| entry.path().join("agent.log"))
+            .flat_map(|entry| {
+                [
+                    entry.path().join("agent.log"),
+                    entry.path().join("node.log"),
+                ]
+            })
             .filter(|path| path.exists())
             .collect();
         logs.sort();
         for log in logs {
             let content = std::fs::read_to_string(&log).unwrap_or_default();
             let lines: Vec<&str> = content.lines().collect();
-            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
             report.push_str(&format!("--- {}:\n{tail}\n", log.display()));
         }
     }
@@ -527,15 +532,20 @@ fn heal_and_check(old_master: &str, new_master: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let master = wait_for("exactly one master after heal", FAILOVER_WAIT, || {
-        only_master(&status())
-    });
+    // Read together: if the role moves once more meanwhile (the known
+    // issue above), waiting for the node that was master a moment ago to
+    // hold the address would wait for the wrong node.
+    let master = wait_for(
+        "exactly one master, holding the floating IP, after heal",
+        FAILOVER_WAIT,
+        || {
+            let status = status();
+            only_master(&status).filter(|master| floating_ip_holders(&status) == [master.clone()])
+        },
+    );
     if master != new_master {
         eprintln!("note: the role moved from {new_master} to {master} after {old_master} rejoined");
     }
-    wait_for("the master to hold the floating IP", FAILOVER_WAIT, || {
-        (floating_ip_holders(&status()) == [master.clone()]).then_some(())
-    });
 }
 
 /// Also the queue: mail accepted but not yet delivered when the power went
@@ -671,7 +681,8 @@ fn fault_the_master_and_check(up: &[&str], fail: &[&str]) -> (String, String) {
         changes
             .iter()
             .any(|c| c[1] == serde_json::json!([new_master])),
-        "the checker saw the address move to {new_master}: {report}"
+        "the checker saw the address move to {new_master}: {report}\n{}",
+        diagnostics()
     );
     (master, new_master)
 }
