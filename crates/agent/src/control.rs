@@ -224,7 +224,7 @@ impl Control {
                             .map(|at| self.clock.at(at))
                             .unwrap_or(now)
                             .min(now);
-                        decider.cadence.observe(state.epoch, decider.last_progress_seen);
+                        decider.cadence.observe(state.epoch, decider.last_progress_seen, now);
                     }
                     if let Some(h) = holder.as_mut() {
                         pending.extend(h.handle(now, HolderEvent::Maintenance { on: state.maintenance.is_some() }));

@@ -15,11 +15,19 @@
 //! So the leader hands over only:
 //! - right after a renewal arrived (`now - last renewal <= renew_interval / 2`):
 //!   the master then has nearly its whole lease for the handover;
-//! - once the master renews steadily: the last [`STEADY_RENEWALS`] renewals
-//!   of its epoch arrived here at most [`MAX_STEADY_GAP_FACTOR`] renewal
-//!   intervals apart. A cluster whose commits lag (a loaded disk, a busy
-//!   CPU) keeps its leader where it is until they stop lagging; it loses
-//!   nothing by waiting, the leader just stays where it is.
+//! - once the master renews steadily and commits are quick: the last
+//!   [`STEADY_RENEWALS`] renewals of its epoch arrived here at most
+//!   [`MAX_STEADY_GAP_FACTOR`] renewal intervals apart, and each was
+//!   applied here within [`max_commit_latency_ms`] of arriving. The
+//!   handover costs about three commit latencies (the transfer's election,
+//!   the new leader's first entry, the next renewal), which must fit in
+//!   what is left of the lease before the master fences. Steady arrivals
+//!   alone do not show it: renewals are paced by their start times, so on a
+//!   loaded machine they keep arriving every interval while each takes
+//!   250 ms to commit (seen in the lab at load average 17).
+//!
+//! A cluster whose commits lag keeps its leader where it is until they stop
+//! lagging; it loses nothing by waiting.
 
 use std::collections::VecDeque;
 
@@ -32,41 +40,61 @@ pub const STEADY_RENEWALS: usize = 10;
 /// commits lag.
 pub const MAX_STEADY_GAP_FACTOR: u64 = 2;
 
-/// The arrival cadence of one epoch's renewals, as the leader sees it.
+/// The longest commit latency (arrival to apply on the leader) at which a
+/// handover still fits in the lease: a quarter of what is left of a lease
+/// renewed half an interval ago when the master would fence.
+pub fn max_commit_latency_ms(timing: &LeaseTiming) -> u64 {
+    timing
+        .lease_ms
+        .saturating_sub(timing.fence_budget_ms)
+        .saturating_sub(timing.renew_interval_ms / 2)
+        / 4
+}
+
+/// The cadence and commit latency of one epoch's renewals, as the leader
+/// sees them.
 #[derive(Debug, Clone, Default)]
 pub struct Cadence {
     epoch: u64,
     last: Option<Millis>,
-    /// The latest gaps between arrivals, newest last.
-    gaps: VecDeque<u64>,
+    /// The latest (gap since the previous arrival, commit latency), newest
+    /// last.
+    samples: VecDeque<(u64, u64)>,
 }
 
 impl Cadence {
-    /// A renewal (or the assignment) of `epoch` arrived at `at`.
-    pub fn observe(&mut self, epoch: u64, at: Millis) {
+    /// A renewal (or the assignment) of `epoch` arrived at `arrived` and
+    /// was applied at `applied`.
+    pub fn observe(&mut self, epoch: u64, arrived: Millis, applied: Millis) {
         if epoch != self.epoch {
             *self = Cadence {
                 epoch,
-                last: Some(at),
-                gaps: VecDeque::new(),
+                last: Some(arrived),
+                samples: VecDeque::new(),
             };
             return;
         }
         if let Some(last) = self.last {
-            if self.gaps.len() == STEADY_RENEWALS {
-                self.gaps.pop_front();
+            if self.samples.len() == STEADY_RENEWALS {
+                self.samples.pop_front();
             }
-            self.gaps.push_back(at.since(last));
+            self.samples
+                .push_back((arrived.since(last), applied.since(arrived)));
         }
-        self.last = Some(at);
+        self.last = Some(arrived);
     }
 
-    /// Whether the last [`STEADY_RENEWALS`] renewals of `epoch` came on time.
+    /// Whether the last [`STEADY_RENEWALS`] renewals of `epoch` came on
+    /// time and committed quickly.
     pub fn steady(&self, epoch: u64, timing: &LeaseTiming) -> bool {
-        let limit = timing.renew_interval_ms * MAX_STEADY_GAP_FACTOR;
+        let max_gap = timing.renew_interval_ms * MAX_STEADY_GAP_FACTOR;
+        let max_latency = max_commit_latency_ms(timing);
         self.epoch == epoch
-            && self.gaps.len() == STEADY_RENEWALS
-            && self.gaps.iter().all(|gap| *gap <= limit)
+            && self.samples.len() == STEADY_RENEWALS
+            && self
+                .samples
+                .iter()
+                .all(|(gap, latency)| *gap <= max_gap && *latency <= max_latency)
     }
 }
 
@@ -96,15 +124,20 @@ mod tests {
         }
     }
 
-    fn renewing(epoch: u64, gaps: &[u64]) -> (Cadence, Millis) {
+    /// Renewals `gaps` apart, each applied `latency` after it arrived.
+    fn renewing_with(epoch: u64, gaps: &[u64], latency: u64) -> (Cadence, Millis) {
         let mut cadence = Cadence::default();
         let mut at = Millis(1_000);
-        cadence.observe(epoch, at);
+        cadence.observe(epoch, at, at.plus(latency));
         for gap in gaps {
             at = at.plus(*gap);
-            cadence.observe(epoch, at);
+            cadence.observe(epoch, at, at.plus(latency));
         }
         (cadence, at)
+    }
+
+    fn renewing(epoch: u64, gaps: &[u64]) -> (Cadence, Millis) {
+        renewing_with(epoch, gaps, 10)
     }
 
     #[test]
@@ -134,7 +167,7 @@ mod tests {
         let mut at = last;
         for _ in 0..4 {
             at = at.plus(100);
-            cadence.observe(2, at);
+            cadence.observe(2, at, at.plus(10));
         }
         assert!(handover_due(at, at, 2, &cadence, &timing()));
     }
@@ -142,8 +175,18 @@ mod tests {
     #[test]
     fn a_new_epoch_starts_counting_again() {
         let (mut cadence, last) = renewing(2, &[100; STEADY_RENEWALS]);
-        cadence.observe(3, last.plus(100));
+        cadence.observe(3, last.plus(100), last.plus(110));
         assert!(!cadence.steady(3, &timing()));
         assert!(!cadence.steady(2, &timing()));
+    }
+
+    #[test]
+    fn slow_commits_defer_the_handover_even_when_renewals_arrive_on_time() {
+        // 500 ms lease, 150 ms fence budget, 100 ms interval: 75 ms.
+        assert_eq!(max_commit_latency_ms(&timing()), 75);
+        let (cadence, last) = renewing_with(2, &[100; STEADY_RENEWALS], 75);
+        assert!(handover_due(last, last, 2, &cadence, &timing()));
+        let (cadence, last) = renewing_with(2, &[100; STEADY_RENEWALS], 250);
+        assert!(!handover_due(last, last, 2, &cadence, &timing()));
     }
 }
