@@ -278,7 +278,11 @@ fn the_gateway_main_cf_is_accepted_by_postfix_and_relays_to_the_floating_ip() {
             .output()
             .unwrap();
         assert!(output.status.success(), "{}", text(&output));
-        assert!(output.stderr.is_empty(), "postconf warned: {}", text(&output));
+        assert!(
+            output.stderr.is_empty(),
+            "postconf warned: {}",
+            text(&output)
+        );
         String::from_utf8(output.stdout).unwrap()
     };
     let set = postconf(&["-n"]);
@@ -432,10 +436,16 @@ fn bad_configs_give_clear_errors() {
     );
     let path = dir.path("no-fip.toml");
     std::fs::write(&path, without_floating_ip).unwrap();
-    let output = mailherd(&["render", "postfix-gateway", "--config", path.to_str().unwrap()]);
+    let output = mailherd(&[
+        "render",
+        "postfix-gateway",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("neither gateway.relay_host nor a [floating_ip]"),
+        String::from_utf8_lossy(&output.stderr)
+            .contains("neither gateway.relay_host nor a [floating_ip]"),
         "{}",
         text(&output)
     );

@@ -17,7 +17,11 @@ fn the_examples_front_sections_are_valid() {
     );
     // The seed's timing is the default.
     assert_eq!(
-        (haproxy.check_inter_ms, haproxy.check_fall, haproxy.check_rise),
+        (
+            haproxy.check_inter_ms,
+            haproxy.check_fall,
+            haproxy.check_rise
+        ),
         (3_000, 3, 2)
     );
     let gateway = config.gateway.expect("[gateway] is parsed");
@@ -40,7 +44,10 @@ fn check(from: &str, to: &str, key: &str, line_start: &str, needle: &str) {
         line_starting(&text, line_start, section),
         "line of {key}"
     );
-    assert!(message.contains(needle), "{key}: {message:?} lacks {needle:?}");
+    assert!(
+        message.contains(needle),
+        "{key}: {message:?} lacks {needle:?}"
+    );
 }
 
 #[test]
@@ -175,5 +182,8 @@ fn an_unknown_key_in_a_front_section_is_refused_with_its_line() {
     let problems = parse(&text).expect_err("refused");
     let problem = &problems.0[0];
     assert_eq!(problem.line, Some(line_starting(&text, "softbounce", 1)));
-    assert!(problem.message.contains("unknown field `softbounce`"), "{problem}");
+    assert!(
+        problem.message.contains("unknown field `softbounce`"),
+        "{problem}"
+    );
 }

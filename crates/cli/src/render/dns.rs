@@ -46,7 +46,10 @@ pub fn render_dns(config: &Config, config_path: &std::path::Path) -> anyhow::Res
         w,
         "; Senders try the lowest MX preference first: the floating IP's host, then the"
     )?;
-    writeln!(w, "; gateway, which queues the mail while no master answers.")?;
+    writeln!(
+        w,
+        "; gateway, which queues the mail while no master answers."
+    )?;
     for domain in &gateway.domains {
         let domain = absolute(domain);
         writeln!(

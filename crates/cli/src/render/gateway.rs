@@ -74,7 +74,10 @@ pub fn render_gateway(
         "transport_maps = texthash:${{config_directory}}/{TRANSPORT_FILE}"
     )?;
     if gateway.fallback_relays.is_empty() {
-        writeln!(w, "# no fallback relay configured (gateway.fallback_relays)")?;
+        writeln!(
+            w,
+            "# no fallback relay configured (gateway.fallback_relays)"
+        )?;
     } else {
         writeln!(
             w,
@@ -148,8 +151,8 @@ pub fn floating_ip_address(text: &str) -> anyhow::Result<IpAddr> {
 fn mynetworks(gateway: &GatewaySection) -> anyhow::Result<String> {
     let mut networks = Vec::new();
     for network in &gateway.mynetworks {
-        let (address, prefix) = parse_cidr(network)
-            .map_err(|error| anyhow::anyhow!("gateway.mynetworks: {error}"))?;
+        let (address, prefix) =
+            parse_cidr(network).map_err(|error| anyhow::anyhow!("gateway.mynetworks: {error}"))?;
         networks.push(match address {
             IpAddr::V4(v4) => format!("{v4}/{prefix}"),
             IpAddr::V6(v6) => format!("[{v6}]/{prefix}"),

@@ -63,9 +63,21 @@ pub fn render_haproxy(config: &Config, config_path: &std::path::Path) -> anyhow:
     writeln!(w, "defaults")?;
     writeln!(w, "    log global")?;
     writeln!(w, "    option dontlognull")?;
-    writeln!(w, "    timeout connect {}", duration(haproxy.timeout_connect_ms))?;
-    writeln!(w, "    timeout client {}", duration(haproxy.timeout_http_ms))?;
-    writeln!(w, "    timeout server {}", duration(haproxy.timeout_http_ms))?;
+    writeln!(
+        w,
+        "    timeout connect {}",
+        duration(haproxy.timeout_connect_ms)
+    )?;
+    writeln!(
+        w,
+        "    timeout client {}",
+        duration(haproxy.timeout_http_ms)
+    )?;
+    writeln!(
+        w,
+        "    timeout server {}",
+        duration(haproxy.timeout_http_ms)
+    )?;
 
     let http = Backend {
         name: "webmail_http",
@@ -79,7 +91,10 @@ pub fn render_haproxy(config: &Config, config_path: &std::path::Path) -> anyhow:
         writeln!(w, "    bind {}", bind(haproxy, haproxy.http_port))?;
         writeln!(w, "    mode http")?;
         if haproxy.tls == HaproxyTls::Terminate {
-            writeln!(w, "    http-request redirect scheme https unless {{ ssl_fc }}")?;
+            writeln!(
+                w,
+                "    http-request redirect scheme https unless {{ ssl_fc }}"
+            )?;
         }
         writeln!(w, "    default_backend webmail_http")?;
         write_backend(w, haproxy, &http, &servers)?;

@@ -92,7 +92,10 @@ pub(super) fn validate_gateway(c: &mut Collector<'_>, gateway: &GatewaySection) 
         if let Err(error) = check_dns_name(domain) {
             c.push(key, error);
         } else if let Some(first) = seen.insert(domain.to_ascii_lowercase(), i) {
-            c.push(key, format!("`{domain}` is already gateway.domains[{first}]"));
+            c.push(
+                key,
+                format!("`{domain}` is already gateway.domains[{first}]"),
+            );
         }
     }
     if let Err(error) = check_dns_name(&gateway.hostname) {
