@@ -4,42 +4,20 @@
 //! check` in a temporary config and queue directory) and `named-checkzone`.
 //! Nothing is started and nothing of the host changes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-const MAILHERD: &str = env!("CARGO_BIN_EXE_mailherd");
+use common::{mailherd, text, MEMBERS};
 
-/// Two mail nodes and a witness, a local floating IP: everything but the
-/// sections under test.
-const BASE: &str = r#"[node]
+/// The node and a local floating IP; [`common::MEMBERS`] follows.
+const NODE: &str = r#"[node]
 name = "n1"
 data_dir = "/var/lib/mailherd"
 
 [cluster]
 name = "mail"
-
-[[members]]
-name = "n1"
-id = 1
-peer = "192.0.2.11:7400"
-api = "192.0.2.11:7401"
-
-[[members]]
-name = "n2"
-id = 2
-peer = "192.0.2.12:7400"
-api = "192.0.2.12:7401"
-
-[[members]]
-name = "w1"
-id = 3
-role = "witness"
-peer = "192.0.2.13:7400"
-api = "192.0.2.13:7401"
-
-[api]
-listen = "127.0.0.1:7401"
-peer_listen = "127.0.0.1:7400"
 
 [floating_ip]
 driver = "local"
@@ -79,28 +57,12 @@ impl Dir {
         self.directory.path().join(name)
     }
 
-    /// Writes BASE plus `extra` as mailherd.toml; returns its path.
+    /// Writes NODE, MEMBERS and `extra` as mailherd.toml; returns its path.
     fn config(&self, extra: &str) -> PathBuf {
         let path = self.path("mailherd.toml");
-        std::fs::write(&path, format!("{BASE}{extra}")).unwrap();
+        std::fs::write(&path, format!("{NODE}{MEMBERS}{extra}")).unwrap();
         path
     }
-}
-
-fn mailherd(arguments: &[&str]) -> Output {
-    Command::new(MAILHERD)
-        .args(arguments)
-        .output()
-        .expect("run mailherd")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// `mailherd render WHAT --config CONFIG`: its standard output, asserting
@@ -430,7 +392,7 @@ fn bad_configs_give_clear_errors() {
     );
 
     // Nowhere to relay to: no floating IP and no relay_host.
-    let without_floating_ip = format!("{BASE}{GATEWAY}").replace(
+    let without_floating_ip = format!("{NODE}{MEMBERS}{GATEWAY}").replace(
         "[floating_ip]\ndriver = \"local\"\naddress = \"192.0.2.100/24\"\ninterface = \"eth0\"\n",
         "",
     );

@@ -8,7 +8,7 @@
 mod common;
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{text, LabEnv};
 use serde_json::Value;
@@ -41,18 +41,9 @@ fn only_master(status: &Value) -> Option<String> {
     (masters.len() == 1).then(|| masters[0].to_string())
 }
 
-/// Polls `check` every 200 ms until it returns `Some`, for at most `timeout`.
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        if Instant::now() > deadline {
-            panic!("waited {timeout:?} for {what} in vain; {}", diagnostics());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// [`common::wait_for`] with this file's diagnostics.
+fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    common::wait_for(what, timeout, check, diagnostics)
 }
 
 /// The lab's status and the end of every node's and agent's log.

@@ -205,7 +205,7 @@ fn bind(haproxy: &HaproxySection, port: u16) -> String {
 /// HAProxy's time: whole seconds as `3s` (as the seed writes them), else
 /// milliseconds.
 fn duration(ms: u64) -> String {
-    if ms % 1_000 == 0 {
+    if ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")
