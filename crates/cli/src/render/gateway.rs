@@ -51,7 +51,12 @@ pub fn render_gateway(
     )?;
     writeln!(
         w,
-        "# answers, mail stays queued here and is retried, never bounced (soft_bounce)."
+        "# answers, mail stays queued here and is retried{}.",
+        if gateway.soft_bounce {
+            ", never bounced (soft_bounce)"
+        } else {
+            ""
+        }
     )?;
     writeln!(w, "compatibility_level = 3.6")?;
     writeln!(w, "myhostname = {}", gateway.hostname)?;
