@@ -20,6 +20,8 @@ packages=(
     keepalived
     # `mailherd render haproxy` output is checked with `haproxy -c`, and the lab runs one.
     haproxy
+    # `mailherd render dns` output is checked with named-checkzone.
+    bind9-utils
     # The dashboard is tested in a headless browser.
     chromium
     # The /metrics test parses the exposition with the reference parser.

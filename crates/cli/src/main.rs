@@ -12,7 +12,7 @@
 //! - this file: the commands, the agent, `status` and the control commands;
 //! - [`check`]: `mailherd check`, the node's fitness for its role;
 //! - [`notify`]: `mailherd notify`, keepalived's notify handler;
-//! - [`render`]: `mailherd render keepalived`.
+//! - [`render`]: `mailherd render keepalived|haproxy|postfix-gateway|dns`.
 
 mod check;
 mod notify;
@@ -117,6 +117,15 @@ enum RenderCommand {
     /// keepalived.conf: the floating IP's vrrp_instance, `mailherd check`
     /// as its track script, `mailherd notify` as its notify script.
     Keepalived(render::KeepalivedArgs),
+    /// haproxy.cfg: webmail (and mail services in TCP mode) sent to the
+    /// node whose agent answers `GET /master` ([haproxy]).
+    Haproxy(render::FileArgs),
+    /// main.cf and transport map of a Postfix mail gateway relaying the
+    /// cluster's domains to the floating IP ([gateway]).
+    PostfixGateway(render::GatewayArgs),
+    /// Zone-file records: MX with priorities (the floating IP's host, the
+    /// gateway as backup), address records, SPF ([dns]).
+    Dns(render::FileArgs),
 }
 
 #[derive(Subcommand)]
@@ -268,9 +277,12 @@ fn main() -> ExitCode {
         Command::Tls { command } => tls(command),
         Command::Check(args) => return check::run(&args),
         Command::Notify(args) => notify::run(&args),
-        Command::Render {
-            command: RenderCommand::Keepalived(args),
-        } => render::keepalived(&args),
+        Command::Render { command } => match command {
+            RenderCommand::Keepalived(args) => render::keepalived(&args),
+            RenderCommand::Haproxy(args) => render::haproxy(&args),
+            RenderCommand::PostfixGateway(args) => render::postfix_gateway(&args),
+            RenderCommand::Dns(args) => render::dns(&args),
+        },
     };
     match result {
         Ok(code) => code,

@@ -13,6 +13,15 @@
 //!
 //! Every node derives the same `virtual_router_id` from `cluster.name`;
 //! `--virtual-router-id` sets another when the segment already has one.
+//!
+//! What stands in front of the cluster is rendered by the submodules, from
+//! the cluster-wide sections of any node's config: [`haproxy`]
+//! (`[haproxy]`), [`gateway`] (`[gateway]`, a Postfix mail gateway) and
+//! [`dns`] (`[dns]`, MX and address records).
+
+mod dns;
+mod gateway;
+mod haproxy;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -60,9 +69,75 @@ fn script_word(path: &Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// `--config` and `--output` of the renderers of one file.
+#[derive(clap::Args)]
+pub struct FileArgs {
+    #[arg(long, default_value = mailherd_config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Write here instead of to standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct GatewayArgs {
+    #[arg(long, default_value = mailherd_config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Write DIR/main.cf and DIR/transport (default: both to standard
+    /// output, the transport map after a `# ==> transport <==` line).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+}
+
+/// Writes `text` to `output`, or to standard output without one.
+fn write_output(output: Option<&Path>, text: &str) -> anyhow::Result<()> {
+    match output {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    crate::load(path).with_context(|| format!("loading {}", path.display()))
+}
+
+pub fn haproxy(args: &FileArgs) -> anyhow::Result<ExitCode> {
+    let config = load(&args.config)?;
+    let text = haproxy::render_haproxy(&config, &args.config)?;
+    write_output(args.output.as_deref(), &text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn dns(args: &FileArgs) -> anyhow::Result<ExitCode> {
+    let config = load(&args.config)?;
+    let text = dns::render_dns(&config, &args.config)?;
+    write_output(args.output.as_deref(), &text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn postfix_gateway(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
+    let config = load(&args.config)?;
+    let files = gateway::render_gateway(&config, &args.config)?;
+    match &args.output_dir {
+        Some(dir) => {
+            write_output(Some(&dir.join("main.cf")), &files.main_cf)?;
+            write_output(Some(&dir.join(gateway::TRANSPORT_FILE)), &files.transport)?;
+        }
+        None => {
+            print!("{}", files.main_cf);
+            println!("# ==> {} <==", gateway::TRANSPORT_FILE);
+            print!("{}", files.transport);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn keepalived(args: &KeepalivedArgs) -> anyhow::Result<ExitCode> {
-    let config =
-        crate::load(&args.config).with_context(|| format!("loading {}", args.config.display()))?;
+    let config = load(&args.config)?;
     // keepalived runs the scripts from its own working directory.
     let config_path = std::path::absolute(&args.config)
         .with_context(|| format!("resolving {}", args.config.display()))?;
@@ -77,13 +152,7 @@ pub fn keepalived(args: &KeepalivedArgs) -> anyhow::Result<ExitCode> {
         args.virtual_router_id
             .unwrap_or_else(|| virtual_router_id(&config.cluster.name)),
     )?;
-    match &args.output {
-        Some(path) => {
-            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote {}", path.display());
-        }
-        None => print!("{text}"),
-    }
+    write_output(args.output.as_deref(), &text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -194,7 +263,7 @@ pub fn render_keepalived(
     Ok(out)
 }
 
-/// Letters, digits and `_` only (keepalived names).
+/// Letters, digits and `_` only (keepalived and HAProxy names).
 fn sanitize(name: &str) -> String {
     name.chars()
         .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })

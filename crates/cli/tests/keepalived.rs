@@ -11,6 +11,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{mailherd, text, MEMBERS};
+
 const MAILHERD: &str = env!("CARGO_BIN_EXE_mailherd");
 
 const STACK: &str = r#"#!/bin/sh
@@ -23,32 +25,6 @@ case "$1" in
     stop|kill) rm -f "$dir/running" ;;
     status) [ -f "$dir/running" ] ;;
 esac
-"#;
-
-const MEMBERS: &str = r#"
-[[members]]
-name = "n1"
-id = 1
-peer = "192.0.2.11:7400"
-api = "192.0.2.11:7401"
-
-[[members]]
-name = "n2"
-id = 2
-priority = 90
-peer = "192.0.2.12:7400"
-api = "192.0.2.12:7401"
-
-[[members]]
-name = "w1"
-id = 3
-role = "witness"
-peer = "192.0.2.13:7400"
-api = "192.0.2.13:7401"
-
-[api]
-listen = "127.0.0.1:7401"
-peer_listen = "127.0.0.1:7400"
 "#;
 
 /// A node's directory: the stack script, its log, the config, data_dir.
@@ -108,22 +84,6 @@ impl Node {
     fn data(&self, name: &str) -> String {
         std::fs::read_to_string(self.path("data").join(name)).unwrap_or_default()
     }
-}
-
-fn mailherd(arguments: &[&str]) -> Output {
-    Command::new(MAILHERD)
-        .args(arguments)
-        .output()
-        .expect("run mailherd")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// `mailherd check --json` with `extra` arguments: exit code and report.

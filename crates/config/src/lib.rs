@@ -12,9 +12,12 @@
 //! - [`locate`]: maps a dotted key back to its line in the source text;
 //! - [`preset`]: `[preset]` (mailcow, classic) expanded into the services
 //!   driver and checks it stands for;
-//! - [`alerts`]: `[alerts]`, its channels, and `[uptime_kuma]`.
+//! - [`alerts`]: `[alerts]`, its channels, and `[uptime_kuma]`;
+//! - [`front`]: `[haproxy]`, `[gateway]` and `[dns]`, what stands in front
+//!   of the cluster (the `mailherd render` commands read them).
 
 pub mod alerts;
+pub mod front;
 pub mod locate;
 pub mod preset;
 pub mod validate;
@@ -26,6 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use alerts::{AlertsSection, ChannelKind, ChannelSection, UptimeKumaSection};
+pub use front::{DnsSection, GatewaySection, HaproxySection, HaproxyTls, TcpService};
 pub use preset::{PresetName, PresetSection};
 pub use validate::{Problem, Problems};
 
@@ -74,6 +78,16 @@ pub struct Config {
     /// Heartbeats to an Uptime Kuma push monitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime_kuma: Option<UptimeKumaSection>,
+    /// HAProxy in front of the nodes (`mailherd render haproxy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub haproxy: Option<HaproxySection>,
+    /// A Postfix mail gateway in front of the cluster (`mailherd render
+    /// postfix-gateway`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySection>,
+    /// The cluster's DNS records (`mailherd render dns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsSection>,
 }
 
 /// Who this node is.

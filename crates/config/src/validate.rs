@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 mod alerts;
+mod front;
 mod services;
 
 use crate::locate;
@@ -443,6 +444,17 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
     }
     if let Some(section) = &config.uptime_kuma {
         alerts::validate_uptime_kuma(&mut c, section);
+    }
+
+    // What stands in front of the cluster.
+    if let Some(section) = &config.haproxy {
+        front::validate_haproxy(&mut c, section);
+    }
+    if let Some(section) = &config.gateway {
+        front::validate_gateway(&mut c, section);
+    }
+    if let Some(section) = &config.dns {
+        front::validate_dns(&mut c, section, config.gateway.is_some());
     }
 
     // Watchdog: only a mail node holds the role, so only there it matters.

@@ -70,6 +70,9 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         hetzner: None,
         alerts: None,
         uptime_kuma: None,
+        haproxy: None,
+        gateway: None,
+        dns: None,
         services: None,
         checks: Vec::new(),
         // The whole lab runs its peer channel over mTLS; `up` makes the
@@ -109,6 +112,12 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         if let Some(cloud) = &state.hetzner_sim {
             use_hetzner_sim(&mut config, cloud, node)?;
         }
+        // What stands in front: `mailherd render` reads it from here.
+        config.haproxy = state
+            .haproxy
+            .is_some()
+            .then(|| crate::front::haproxy_section(state));
+        config.gateway = state.gateway.is_some().then(crate::front::gateway_section);
         config.services = Some(crate::stack::services_section(state, node));
         config.checks = crate::stack::checks(state.stack);
     }

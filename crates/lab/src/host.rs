@@ -146,6 +146,14 @@ const KEEPALIVED_REQUIREMENTS: &[Requirement] = &[
     },
 ];
 
+/// `up --haproxy`: HAProxy.
+pub fn preflight_haproxy() -> Result<()> {
+    check_requirements(&[&Requirement {
+        what: crate::front::HAPROXY_BIN,
+        package: "haproxy",
+    }])
+}
+
 /// Finds `program` in PATH (and the sbin directories, which a non-login
 /// root shell may lack).
 pub fn which(program: &str) -> Option<PathBuf> {

@@ -23,6 +23,8 @@
 //! - [`agent_config`]: each node's agent TOML, built with the config crate;
 //! - [`cloud`]: `--cloud hetzner-sim`: the router namespace and the Hetzner
 //!   Cloud API simulator that programs it (`hcloud-sim`);
+//! - [`front`]: `up --haproxy` and `--gateway`: HAProxy and a Postfix mail
+//!   gateway in namespaces of their own, configured by `mailherd render`;
 //! - [`node`]: booting and powering off nodes; `node-init`, PID 1 of a node;
 //! - [`keepalived`]: `--manager keepalived|keepalived-tuned`: each node's
 //!   keepalived.conf, notify and track scripts, keepalived's processes;
@@ -39,6 +41,7 @@ mod banner;
 mod bench;
 mod cloud;
 mod commands;
+mod front;
 mod host;
 mod invariants;
 mod keepalived;
@@ -103,6 +106,15 @@ enum Command {
         /// Keep what was built when `up` fails (for a post-mortem).
         #[arg(long)]
         keep_on_failure: bool,
+        /// Also HAProxy in front of the nodes (namespace `<prefix>-haproxy`,
+        /// 10.77.0.3), configured by `mailherd render haproxy`.
+        #[arg(long)]
+        haproxy: bool,
+        /// Also a Postfix mail gateway relaying to the floating IP
+        /// (namespace `<prefix>-gw`, 10.77.0.4; `--stack mail`), configured
+        /// by `mailherd render postfix-gateway`.
+        #[arg(long)]
+        gateway: bool,
     },
     /// Show every node's role (asked from inside the node's namespace).
     Status {
@@ -136,6 +148,9 @@ enum Command {
     Probe {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// Through HAProxy or the gateway instead of the floating IP.
+        #[arg(long, value_enum, default_value = "floating-ip")]
+        via: commands::client::Via,
     },
     /// Probe the floating IP repeatedly and print every change (a failover, live).
     Watch {
@@ -224,6 +239,7 @@ enum Command {
     },
     /// Run a command inside a node (its network, mount and PID namespaces).
     Exec {
+        /// A node, or `gw` (the mail gateway's Postfix, e.g. `-- postqueue -f`).
         node: String,
         /// The command (default: /bin/sh).
         #[arg(last = true)]
@@ -296,6 +312,9 @@ enum MailCommand {
         subject: String,
         #[arg(long)]
         body: Option<String>,
+        /// Through HAProxy or the mail gateway instead of the floating IP.
+        #[arg(long, value_enum, default_value = "floating-ip")]
+        via: commands::client::Via,
     },
     /// IMAP on the floating IP: the subjects in the lab mailbox's INBOX.
     List {
@@ -327,6 +346,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             agent_bin,
             wait_secs,
             keep_on_failure,
+            haproxy,
+            gateway,
         } => commands::up::run(commands::up::UpOptions {
             nodes,
             witnesses: witness,
@@ -336,6 +357,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             agent_bin,
             wait: Duration::from_secs(wait_secs),
             keep_on_failure,
+            haproxy,
+            gateway,
         }),
         Command::Status { json } => commands::status::run(json),
         Command::Fail {
@@ -346,7 +369,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => commands::fault::fail(&node, mode, commands::fault::Cut { from, one_way }),
         Command::Heal { node } => commands::fault::heal(node.as_deref()),
         Command::Down => commands::down::run(),
-        Command::Probe { timeout_ms } => commands::client::probe(ms(timeout_ms)),
+        Command::Probe { timeout_ms, via } => commands::client::probe(ms(timeout_ms), via),
         Command::Watch {
             interval_ms,
             duration_ms,
@@ -394,8 +417,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         }),
         Command::Exec { node, command } => commands::exec::run(&node, &command),
         Command::Mail {
-            command: MailCommand::Send { subject, body },
-        } => commands::client::send(&subject, body.as_deref()),
+            command: MailCommand::Send { subject, body, via },
+        } => commands::client::send(&subject, body.as_deref(), via),
         Command::Mail {
             command: MailCommand::List { json },
         } => commands::client::list(json),

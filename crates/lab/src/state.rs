@@ -123,6 +123,12 @@ pub struct LabState {
     pub switch_namespace: String,
     pub bridge: String,
     pub client: ClientState,
+    /// HAProxy in front of the nodes (`up --haproxy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub haproxy: Option<ClientState>,
+    /// A Postfix mail gateway relaying to the floating IP (`up --gateway`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<ClientState>,
     pub volume: VolumeState,
     /// The agent binary every node runs (kept so `heal` boots the same one):
     /// `mailherd`, or `keepalived` with a keepalived manager.
@@ -134,6 +140,8 @@ pub struct LabState {
     pub nodes: Vec<NodeState>,
 }
 
+/// A namespace on the bridge that is not a node: the client, HAProxy, the
+/// mail gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientState {
     pub namespace: String,
@@ -265,9 +273,16 @@ impl LabState {
             .context("the state file has no loop device (the lab's `up` did not get that far)")
     }
 
-    /// Every namespace of this lab (switch, client, router, nodes).
+    /// Every namespace of this lab (switch, client, HAProxy, gateway,
+    /// router, nodes).
     pub fn namespaces(&self) -> Vec<String> {
         let mut names = vec![self.switch_namespace.clone(), self.client.namespace.clone()];
+        names.extend(
+            [&self.haproxy, &self.gateway]
+                .into_iter()
+                .flatten()
+                .map(|front| front.namespace.clone()),
+        );
         names.extend(
             self.hetzner_sim
                 .iter()
@@ -336,6 +351,8 @@ pub(crate) mod tests {
                 address: crate::topology::CLIENT_ADDRESS,
                 switch_veth: "v-client".into(),
             },
+            haproxy: None,
+            gateway: None,
             volume: VolumeState {
                 image: lab_dir.join("volume.img"),
                 loop_device: Some("/dev/loop3".into()),

@@ -34,6 +34,12 @@ pub const NODE_INTERFACE: &str = "eth0";
 /// Prefix length of the lab subnet 10.77.0.0/24.
 pub const PREFIX_LEN: u8 = 24;
 pub const CLIENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+/// HAProxy's namespace (`up --haproxy`) and the mail gateway's (`up
+/// --gateway`): in front of the nodes, like the client.
+pub const HAPROXY_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+pub const GATEWAY_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 4);
+/// The gateway's name (`myhostname`), under the lab's mail domain.
+pub const GATEWAY_HOSTNAME: &str = "gw.lab.test";
 /// The floating IP; the lab never configures it, the master's agent does.
 pub const FLOATING_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 /// Mail nodes get .11, .12, ...; witnesses .31, .32, ...
@@ -165,6 +171,30 @@ pub fn client_namespace() -> String {
     format!("{}client", name_prefix())
 }
 
+/// HAProxy's namespace (`up --haproxy`).
+pub fn haproxy_namespace() -> String {
+    format!("{}haproxy", name_prefix())
+}
+
+/// The mail gateway's namespace (`up --gateway`).
+pub fn gateway_namespace() -> String {
+    format!("{}gw", name_prefix())
+}
+
+/// Switch-side veths of HAProxy's and the gateway's namespaces.
+pub const HAPROXY_SWITCH_VETH: &str = "v-haproxy";
+pub const GATEWAY_SWITCH_VETH: &str = "v-gw";
+
+/// HAProxy's files (haproxy.cfg, pid file) and the gateway's (its
+/// /etc/postfix, queue, log).
+pub fn haproxy_dir(lab_dir: &Path) -> PathBuf {
+    lab_dir.join("haproxy")
+}
+
+pub fn gateway_dir(lab_dir: &Path) -> PathBuf {
+    lab_dir.join("gateway")
+}
+
 pub fn state_file() -> PathBuf {
     lab_dir().join(STATE_FILE_NAME)
 }
@@ -227,6 +257,8 @@ mod tests {
         let plan = plan_nodes(*MAIL_NODES.end(), *WITNESSES.end());
         let mut addresses: Vec<Ipv4Addr> = plan.iter().map(|node| node.address).collect();
         addresses.push(CLIENT_ADDRESS);
+        addresses.push(HAPROXY_ADDRESS);
+        addresses.push(GATEWAY_ADDRESS);
         addresses.push(FLOATING_IP);
         let count = addresses.len();
         addresses.sort();

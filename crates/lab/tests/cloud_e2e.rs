@@ -12,10 +12,12 @@
 //! Assertions are about behaviour, not speed: every wait is bounded
 //! generously and only fails when the behaviour never shows.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -172,17 +174,8 @@ fn probe() -> Option<String> {
         .then(|| text(&output.stdout).trim().to_string())
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        if Instant::now() > deadline {
-            panic!("waited {timeout:?} for {what} in vain\n{}", diagnostics());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    common::wait_for(what, timeout, check, diagnostics)
 }
 
 /// The lab's status, the simulator's log and world, and every agent log's end.

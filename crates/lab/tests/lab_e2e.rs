@@ -9,6 +9,8 @@
 //! Assertions are about behaviour, never about how fast it happened: every
 //! wait is bounded generously and only fails when the behaviour never shows.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -178,17 +180,8 @@ fn holds_address(namespace: &str, address: &str) -> bool {
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, for at most `timeout`.
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        if Instant::now() > deadline {
-            panic!("waited {timeout:?} for {what} in vain\n{}", diagnostics());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    common::wait_for(what, timeout, check, diagnostics)
 }
 
 /// What a failing test prints: the lab's status and the end of every agent log.

@@ -78,3 +78,50 @@ pub fn members(n: usize) -> (Vec<(u16, u16)>, String) {
     }
     (ports, toml)
 }
+
+/// Two mail nodes (n2 with priority 90) and a witness on 192.0.2.11..13,
+/// and this node's `[api]`: the `[[members]]` of the configs that are only
+/// rendered or checked, never run as a cluster.
+pub const MEMBERS: &str = r#"
+[[members]]
+name = "n1"
+id = 1
+peer = "192.0.2.11:7400"
+api = "192.0.2.11:7401"
+
+[[members]]
+name = "n2"
+id = 2
+priority = 90
+peer = "192.0.2.12:7400"
+api = "192.0.2.12:7401"
+
+[[members]]
+name = "w1"
+id = 3
+role = "witness"
+peer = "192.0.2.13:7400"
+api = "192.0.2.13:7401"
+
+[api]
+listen = "127.0.0.1:7401"
+peer_listen = "127.0.0.1:7400"
+"#;
+
+/// Runs `mailherd ARGUMENTS` to completion.
+pub fn mailherd(arguments: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mailherd"))
+        .args(arguments)
+        .output()
+        .expect("run mailherd")
+}
+
+/// Exit status, stdout and stderr, for assertion messages.
+pub fn text(output: &std::process::Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}

@@ -10,9 +10,35 @@ use serde_json::json;
 use crate::state::{LabState, MailAccount};
 use crate::topology;
 
-pub fn probe(timeout: Duration) -> Result<()> {
+/// Where a client sends SMTP: the floating IP, or what stands in front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    FloatingIp,
+    /// HAProxy (`up --haproxy`).
+    Haproxy,
+    /// The mail gateway (`up --gateway`).
+    Gateway,
+}
+
+/// The SMTP address of `via` in this lab.
+fn smtp_address(state: &LabState, via: Via) -> Result<std::net::SocketAddr> {
+    let front = match via {
+        Via::FloatingIp => return Ok(topology::smtp_address()),
+        Via::Haproxy => state
+            .haproxy
+            .as_ref()
+            .context("this lab has no HAProxy; start one with `mailherd-lab up --haproxy`")?,
+        Via::Gateway => state
+            .gateway
+            .as_ref()
+            .context("this lab has no gateway; start one with `mailherd-lab up --gateway`")?,
+    };
+    Ok(crate::front::smtp_address(front))
+}
+
+pub fn probe(timeout: Duration, via: Via) -> Result<()> {
     let state = LabState::load_current()?;
-    let address = topology::smtp_address();
+    let address = smtp_address(&state, via)?;
     let banner = crate::netns::run_in(&state.client.namespace, || {
         Ok(crate::probe::read_banner(address, timeout))
     })?;
@@ -48,14 +74,15 @@ fn mailbox(state: &LabState) -> Result<&MailAccount> {
         .context("this lab runs the banner stack; mail needs `mailherd-lab up --stack mail`")
 }
 
-pub fn send(subject: &str, body: Option<&str>) -> Result<()> {
+pub fn send(subject: &str, body: Option<&str>, via: Via) -> Result<()> {
     let state = LabState::load_current()?;
     let account = mailbox(&state)?;
+    let address = smtp_address(&state, via)?;
     let body = body
         .map(str::to_string)
         .unwrap_or_else(|| format!("Sent by mailherd-lab at {}.\n", crate::probe::wall_clock()));
     let reply = crate::netns::run_in(&state.client.namespace, || {
-        crate::mail::send(topology::smtp_address(), &account.user, subject, &body)
+        crate::mail::send(address, &account.user, subject, &body)
     })?;
     println!("{reply}");
     Ok(())

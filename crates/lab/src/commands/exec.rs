@@ -8,15 +8,26 @@ use anyhow::{bail, Context, Result};
 
 use crate::state::LabState;
 
+/// The name `exec` gives the mail gateway.
+pub const GATEWAY: &str = "gw";
+
 pub fn run(node_name: &str, command: &[String]) -> Result<()> {
     let state = LabState::load_current()?;
-    let node = state.node(node_name)?;
-    let Some(init) = crate::node::init_pid(&node.namespace)? else {
-        bail!(
-            "{} is not running (powered off?); `mailherd-lab heal {}` boots it",
-            node.name,
-            node.name
-        );
+    let init = match (&state.gateway, node_name) {
+        // The gateway has no init: its Postfix master holds the namespaces.
+        (Some(gateway), GATEWAY) => crate::front::gateway_master_pid(gateway)?
+            .context("the gateway's Postfix master is not running")?,
+        _ => {
+            let node = state.node(node_name)?;
+            let Some(init) = crate::node::init_pid(&node.namespace)? else {
+                bail!(
+                    "{} is not running (powered off?); `mailherd-lab heal {}` boots it",
+                    node.name,
+                    node.name
+                );
+            };
+            init
+        }
     };
     let default_shell = ["/bin/sh".to_string()];
     let command = if command.is_empty() {

@@ -68,6 +68,12 @@ struct StatusJson<'a> {
     nodes: Vec<NodeJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mail: Option<MailJson<'a>>,
+    /// `up --haproxy` only: HAProxy's namespace and whether it serves SMTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    haproxy: Option<FrontJson<'a>>,
+    /// `up --gateway` only: the mail gateway's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway: Option<FrontJson<'a>>,
     /// `--cloud hetzner-sim` only: design §7's `cloud` object, exactly.
     #[serde(skip_serializing_if = "Option::is_none")]
     cloud: Option<CloudJson<'a>>,
@@ -83,6 +89,25 @@ struct CloudJson<'a> {
     volume_ids: &'a [u64],
     /// Node name → server id.
     servers: &'a std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Serialize)]
+struct FrontJson<'a> {
+    namespace: &'a str,
+    address: String,
+    /// Where clients send SMTP to it.
+    smtp: String,
+    /// Something accepts connections on its SMTP port.
+    serving: bool,
+}
+
+fn front_json(front: &crate::state::ClientState) -> FrontJson<'_> {
+    FrontJson {
+        namespace: &front.namespace,
+        address: front.address.to_string(),
+        smtp: crate::front::smtp_address(front).to_string(),
+        serving: crate::front::serves_smtp(front),
+    }
 }
 
 #[derive(Serialize)]
@@ -330,6 +355,8 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
             user: &account.user,
             password: &account.password,
         }),
+        haproxy: state.haproxy.as_ref().map(front_json),
+        gateway: state.gateway.as_ref().map(front_json),
         cloud: state.hetzner_sim.as_ref().map(|cloud| CloudJson {
             api: &cloud.api_url,
             token: &cloud.token,
@@ -387,6 +414,20 @@ pub fn print_table(state: &LabState, answers: &[NodeAnswer]) {
                 format!("http://{}", node.api)
             }
         );
+    }
+    for (what, front) in [("HAProxy", &state.haproxy), ("gateway", &state.gateway)] {
+        if let Some(front) = front {
+            println!(
+                "{what} on {} (namespace {}): {}",
+                crate::front::smtp_address(front),
+                front.namespace,
+                if crate::front::serves_smtp(front) {
+                    "serving"
+                } else {
+                    "not serving"
+                }
+            );
+        }
     }
     if let Some(account) = &state.mail {
         println!("mailbox {} password {}", account.user, account.password);

@@ -9,6 +9,10 @@
 //! (the same code as `down`), unless `--keep-on-failure` asks to keep it
 //! for a post-mortem.
 //!
+//! With `--haproxy` and `--gateway`, HAProxy and a Postfix mail gateway
+//! start in namespaces of their own once a master serves (see
+//! [`crate::front`]); `up` returns when both greet clients too.
+//!
 //! With `--manager keepalived|keepalived-tuned` the nodes run keepalived
 //! (see [`crate::keepalived`]): no certificates, no agent configs, and
 //! each node's keepalived.conf checked by `keepalived -t` before any node
@@ -47,6 +51,10 @@ pub struct UpOptions {
     pub agent_bin: Option<PathBuf>,
     pub wait: Duration,
     pub keep_on_failure: bool,
+    /// HAProxy in front of the nodes.
+    pub haproxy: bool,
+    /// A Postfix mail gateway relaying to the floating IP.
+    pub gateway: bool,
 }
 
 pub fn run(options: UpOptions) -> Result<()> {
@@ -69,6 +77,9 @@ pub fn run(options: UpOptions) -> Result<()> {
     refuse_unsupported_combinations(&options)?;
     refuse_if_up()?;
     crate::host::preflight(options.stack, options.manager)?;
+    if options.haproxy {
+        crate::host::preflight_haproxy()?;
+    }
     let agent_bin = if options.manager.is_keepalived() {
         crate::host::resolve_keepalived_bin()?
     } else {
@@ -106,10 +117,22 @@ pub fn run(options: UpOptions) -> Result<()> {
 
 /// What a keepalived lab cannot do, refused before anything is made.
 fn refuse_unsupported_combinations(options: &UpOptions) -> Result<()> {
+    if options.gateway && options.stack != Stack::Mail {
+        bail!(
+            "--gateway needs --stack mail: the gateway relays mail, which the banner stack \
+             does not take"
+        );
+    }
     if !options.manager.is_keepalived() {
         return Ok(());
     }
     let manager = options.manager.name();
+    if options.haproxy || options.gateway {
+        bail!(
+            "--haproxy and --gateway do not go with --manager {manager}: they are configured \
+             by `mailherd render` and HAProxy checks the agents' /master; use --manager mailherd"
+        );
+    }
     if options.witnesses > 0 {
         bail!(
             "--witness does not go with --manager {manager}: keepalived has no witnesses \
@@ -179,6 +202,7 @@ fn plan(options: &UpOptions, agent_bin: PathBuf, lab_bin: PathBuf) -> LabState {
             node.config = crate::keepalived::config_path(&node.dir);
         }
     }
+    let (haproxy, gateway) = crate::front::plan(options.haproxy, options.gateway);
     LabState {
         version: STATE_VERSION,
         stack: options.stack,
@@ -208,6 +232,8 @@ fn plan(options: &UpOptions, agent_bin: PathBuf, lab_bin: PathBuf) -> LabState {
             address: topology::CLIENT_ADDRESS,
             switch_veth: topology::CLIENT_SWITCH_VETH.to_string(),
         },
+        haproxy,
+        gateway,
         volume: VolumeState {
             image: topology::volume_image(&lab_dir),
             loop_device: None,
@@ -283,6 +309,9 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
         &state.client.switch_veth,
         state.client.address,
     )?;
+    for front in [&state.haproxy, &state.gateway].into_iter().flatten() {
+        crate::netns::create_attached(&front.namespace, &front.switch_veth, front.address)?;
+    }
     for node in &state.nodes {
         crate::netns::create_attached(&node.namespace, &node.switch_veth, node.address)
             .with_context(|| format!("cannot create the network of node {}", node.name))?;
@@ -318,6 +347,8 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
         crate::node::boot(&state, node)?;
     }
     wait_for_banner(&state, wait)?;
+    crate::front::build(&state)?;
+    crate::front::wait_ready(&state, wait)?;
     Ok(state)
 }
 

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// One lab: the namespaces' name prefix and the lab directory.
 pub struct LabEnv {
@@ -110,5 +111,26 @@ impl Drop for LabGuard {
         if !output.status.success() && !std::thread::panicking() {
             panic!("down failed: {}", text(&output.stderr));
         }
+    }
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, for at most
+/// `timeout`; then panics naming `what`, with the test file's own
+/// `diagnostics` (status, logs).
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    diagnostics: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("waited {timeout:?} for {what} in vain\n{}", diagnostics());
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
