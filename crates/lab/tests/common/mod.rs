@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// One lab: the namespaces' name prefix and the lab directory.
 pub struct LabEnv {
@@ -82,6 +83,35 @@ impl LabEnv {
             text(&output.stderr),
         );
         text(&output.stdout)
+    }
+
+    /// `status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).expect("status --json prints JSON")
+    }
+
+    /// Polls `check` every 250 ms until it returns `Some`, for at most
+    /// `timeout`; the panic names `what` and shows the lab's status.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = check() {
+                return value;
+            }
+            if Instant::now() > deadline {
+                let status = self.run(&["status", "--json"]);
+                panic!(
+                    "waited {timeout:?} for {what} in vain; status: {}",
+                    text(&status.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Runs the lab, asserts failure, returns stderr.
