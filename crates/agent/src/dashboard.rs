@@ -56,7 +56,8 @@ pub struct BreakerView {
 
 pub struct MemberView {
     pub name: String,
-    /// master, backup, fault or witness.
+    /// master, backup, fault, witness, or down (not heard from lately by
+    /// this node, when it is the Raft leader).
     pub role: String,
     pub is_me: bool,
     pub kind: String,
@@ -130,6 +131,9 @@ impl Dashboard {
                     doc.role.clone()
                 } else if Some(m.id) == master_id {
                     "master".to_string()
+                } else if m.reachable == Some(false) {
+                    // Only the Raft leader knows; elsewhere this stays None.
+                    "down".to_string()
                 } else if m.kind == "witness" {
                     "witness".to_string()
                 } else if m.ready {

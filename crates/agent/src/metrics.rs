@@ -263,6 +263,25 @@ impl Metrics {
             metrics.maintenance.clone(),
         );
         registry.register_collector(Box::new(AlertCollector { alerter }));
+        // Counters whose labels are known up front start at 0, so that
+        // `rate()` and `increase()` see their first event.
+        for kind in [
+            AssignmentKind::Initial,
+            AssignmentKind::Failover,
+            AssignmentKind::Switchover,
+            AssignmentKind::Handover,
+        ] {
+            drop(metrics.failovers.get_or_create(&KindLabels {
+                kind: kind_name(kind),
+            }));
+        }
+        for result in ["confirmed", "rejected", "failed"] {
+            drop(
+                metrics
+                    .lease_renewals
+                    .get_or_create(&ResultLabels { result }),
+            );
+        }
         Metrics {
             registry: Arc::new(registry),
             ..metrics

@@ -57,7 +57,9 @@ fn cluster(dir: &Path) -> Vec<Agent> {
         closed = common::free_port(),
         gone = common::free_port(),
     );
-    loopback_cluster(dir, 3, &extra)
+    // Under load (two cores shared by many builds) the cluster may move
+    // more than once; a wider breaker keeps it moving for the test.
+    loopback_cluster(dir, 3, "breaker_max_failovers = 10", &extra)
 }
 
 /// Starts the agents and waits for one master: its index and the epoch.
@@ -498,18 +500,19 @@ fn the_dashboard_shows_the_cluster_and_the_history_in_a_browser() {
             agent.name
         );
     }
-    // One master at most, and the page agrees with itself: the member
-    // card of the node it names as master says master. (Under load the
-    // role may have moved again since; the page shows one moment.)
+    // One master at most, and the page agrees with itself: this node's
+    // card shows the role its header shows (both from one status document).
     assert!(dom.matches("data-role=\"master\"").count() <= 1, "{dom}");
-    let named = dom
-        .split_once("id=\"master\">")
-        .and_then(|(_, rest)| rest.split_once(','))
-        .map(|(holder, _)| holder.to_string());
-    if let Some(holder) = named {
-        let card = format!("data-node=\"{holder}\" data-role=\"master\"");
-        assert!(dom.contains(&card), "{card} not in:\n{dom}");
-    }
+    let this_role = dom
+        .split_once("id=\"this-role\">")
+        .and_then(|(_, rest)| rest.split_once('<'))
+        .map(|(role, _)| role.to_string())
+        .expect("the header shows this node's role");
+    let card = format!(
+        "data-node=\"{}\" data-role=\"{this_role}\"",
+        new_master.name
+    );
+    assert!(dom.contains(&card), "{card} not in:\n{dom}");
     for epoch in [epoch, new_epoch] {
         assert!(
             dom.contains(&format!("data-epoch=\"{epoch}\"")),

@@ -104,10 +104,17 @@ pub fn http(
     })
 }
 
-/// `n` agents `n1..nN` on loopback, not started. `extra` follows the
-/// `[api]` section's lines in every node's config, so it may start with
-/// more `[api]` keys (`token_file`) and go on with other sections.
-pub fn loopback_cluster(dir: &Path, n: usize, extra: &str) -> Vec<Agent> {
+/// Writes the configs of `n` agents `n1..nN` on loopback into `dir`:
+/// `cluster_extra` goes into every `[cluster]` section, `api_extra` follows
+/// the `[api]` section's lines (so it may start with more `[api]` keys such
+/// as `token_file` and go on with other sections). Returns each agent's
+/// name, config file and API port.
+pub fn write_configs(
+    dir: &Path,
+    n: usize,
+    cluster_extra: &str,
+    api_extra: &str,
+) -> Vec<(String, PathBuf, u16)> {
     let (ports, members) = super::members(n);
     ports
         .iter()
@@ -116,16 +123,24 @@ pub fn loopback_cluster(dir: &Path, n: usize, extra: &str) -> Vec<Agent> {
             let name = format!("n{}", i + 1);
             let config = dir.join(format!("{name}.toml"));
             let text = format!(
-                "[node]\nname = \"{name}\"\ndata_dir = \"{}\"\n\n[cluster]\nname = \"test\"\n\n{members}[api]\nlisten = \"127.0.0.1:{api}\"\npeer_listen = \"127.0.0.1:{peer}\"\n{extra}",
+                "[node]\nname = \"{name}\"\ndata_dir = \"{}\"\n\n[cluster]\nname = \"test\"\n{cluster_extra}\n\n{members}[api]\nlisten = \"127.0.0.1:{api}\"\npeer_listen = \"127.0.0.1:{peer}\"\n{api_extra}",
                 dir.join(&name).display(),
             );
             std::fs::write(&config, text).unwrap();
-            Agent {
-                name,
-                config,
-                api_port: *api,
-                child: None,
-            }
+            (name, config, *api)
+        })
+        .collect()
+}
+
+/// `n` agents on loopback, not started; see [`write_configs`].
+pub fn loopback_cluster(dir: &Path, n: usize, cluster_extra: &str, api_extra: &str) -> Vec<Agent> {
+    write_configs(dir, n, cluster_extra, api_extra)
+        .into_iter()
+        .map(|(name, config, api_port)| Agent {
+            name,
+            config,
+            api_port,
+            child: None,
         })
         .collect()
 }
