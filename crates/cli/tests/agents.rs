@@ -12,21 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use common::cluster::exclusive;
 use common::wait_for;
 use serde_json::Value;
 
 const TOKEN: &str = "test-token-0123456789";
-
-/// One cluster at a time: on a two-core CI machine, six clusters of three
-/// to five agents at once starve each other of CPU, and what would then be
-/// tested is the scheduler.
-static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 struct Node {
     name: String,

@@ -19,20 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::cluster::{http, loopback_cluster, masters, Agent};
+use common::cluster::{exclusive, http, loopback_cluster, masters, Agent};
 use common::wait_for;
 use serde_json::Value;
 
 const TOKEN: &str = "ops-web-token-0123456789";
-
-/// One cluster at a time (two cores; see agents.rs).
-static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// A TCP service for the `service` check: accepts and closes every
 /// connection, for as long as the test runs.

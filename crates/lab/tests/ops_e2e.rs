@@ -192,6 +192,16 @@ fn one_master_answers_metrics_parse_and_control_needs_the_token() {
     }
     // Nothing was switched or put in maintenance by the refused requests.
     assert_eq!(the_one_master().as_deref(), Some(master.as_str()));
+    let (_, api) = apis(&status)
+        .into_iter()
+        .find(|(name, _)| *name == master)
+        .unwrap();
+    let document: Value = serde_json::from_str(&curl(&[], &format!("{api}/status")).body).unwrap();
+    assert!(
+        document["maintenance_since_unix_ms"].is_null(),
+        "{document:#}"
+    );
+    assert!(document["switchover_pending"].is_null(), "{document:#}");
 
     LAB.ok(&["fail", &master, "--mode", "power"]);
     let second = LAB.wait_for(

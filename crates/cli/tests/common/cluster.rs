@@ -10,6 +10,19 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// One cluster at a time: on a two-core CI machine, six clusters of three
+/// to five agents at once starve each other of CPU, and what would then be
+/// tested is the scheduler. (Per test binary: cargo runs the binaries one
+/// after another.)
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held by a test for as long as its cluster runs.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// One agent of the cluster.
 pub struct Agent {
     pub name: String,
