@@ -93,6 +93,9 @@ struct DeciderClock {
 }
 
 impl Control {
+    // Each argument is a distinct part the agent wired up; a struct of
+    // them would only repeat these names.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
         consensus: Consensus,
