@@ -7,6 +7,9 @@
 //!   HAProxy's `option httpchk GET /master` sends traffic to exactly the
 //!   node that serves.
 //! - `GET /backup`: 200 only on a ready backup holding nothing.
+//! - `GET /metrics`: Prometheus metrics in the OpenMetrics text format
+//!   (see [`crate::metrics`]).
+//! - `GET /`: the dashboard (HTML, see [`crate::dashboard`]).
 //! - `POST /v1/switchover` (`{"to": "n2"}` or `{}`), `POST /v1/maintenance`
 //!   (`{"on": true}`), `POST /v1/breaker/reset`: control, with
 //!   `Authorization: Bearer <token>` (the `api.token_file`); 401 otherwise.
@@ -32,6 +35,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::dashboard::Dashboard;
+use crate::metrics::Metrics;
 use crate::pipelines::Drivers;
 use crate::status::StatusDocument;
 
@@ -50,20 +55,45 @@ pub struct ApiState {
     pub config: Arc<Config>,
     /// The control token; `None` refuses every control request.
     pub token: Option<Arc<str>>,
+    /// Served as `/metrics`.
+    pub metrics: Metrics,
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/status", get(status))
-        .route("/master", get(master))
-        .route("/backup", get(backup))
+    // The token is checked before anything else of a control request is
+    // looked at: a caller without it learns nothing, not even whether its
+    // body had the right shape.
+    let control = Router::new()
         .route("/v1/switchover", post(switchover))
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/breaker/reset", post(breaker_reset))
         .route("/v1/members", post(add_member))
         .route("/v1/members/remove", post(remove_member))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/status", get(status))
+        .route("/master", get(master))
+        .route("/backup", get(backup))
+        .merge(control)
         .with_state(state)
+}
+
+/// Lets a control request through only with the right bearer token.
+async fn require_token(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match refusal(&state, request.headers()) {
+        Some(response) => response,
+        None => next.run(request).await,
+    }
 }
 
 async fn health(State(state): State<ApiState>) -> impl IntoResponse {
@@ -95,6 +125,35 @@ async fn status(State(state): State<ApiState>) -> impl IntoResponse {
         }
     }
     Json(value)
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                crate::metrics::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(failure) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the metrics failed: {failure}"),
+        ),
+    }
+}
+
+async fn dashboard(State(state): State<ApiState>) -> Response {
+    let doc = state.status.borrow().clone();
+    let page = Dashboard::from_status(&doc, &state.alerter.counters());
+    match askama::Template::render(&page) {
+        Ok(html) => axum::response::Html(html).into_response(),
+        Err(failure) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering the dashboard failed: {failure}"),
+        ),
+    }
 }
 
 async fn master(State(state): State<ApiState>) -> impl IntoResponse {
@@ -173,12 +232,8 @@ pub struct SwitchoverRequest {
 
 async fn switchover(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     body: Option<Json<SwitchoverRequest>>,
 ) -> Response {
-    if let Some(response) = refusal(&state, &headers) {
-        return response;
-    }
     let request = body
         .map(|Json(b)| b)
         .unwrap_or(SwitchoverRequest { to: None });
@@ -232,12 +287,8 @@ pub struct MaintenanceRequest {
 
 async fn maintenance(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     body: Option<Json<MaintenanceRequest>>,
 ) -> Response {
-    if let Some(response) = refusal(&state, &headers) {
-        return response;
-    }
     let Some(Json(request)) = body else {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -251,10 +302,7 @@ async fn maintenance(
     propose(&state, command, json!({ "maintenance": request.on })).await
 }
 
-async fn breaker_reset(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Some(response) = refusal(&state, &headers) {
-        return response;
-    }
+async fn breaker_reset(State(state): State<ApiState>) -> Response {
     let command = Command::ResetBreaker {
         at_unix_ms: crate::clock::Clock::new().unix_ms(),
     };
@@ -318,19 +366,15 @@ fn not_leader(state: &ApiState, cluster: &mailherd_core::ClusterState) -> Option
     )
 }
 
-/// What every membership request passes first: the token, a body of the
+/// What every membership request passes after the token: a body of the
 /// right shape (`usage` says which), and this node being the leader. The
 /// refusal is an ordinary HTTP answer, returned right away by the caller.
 #[allow(clippy::result_large_err)]
 fn membership_request<T>(
     state: &ApiState,
-    headers: &HeaderMap,
     body: Option<Json<T>>,
     usage: &str,
 ) -> Result<(T, Arc<mailherd_core::ClusterState>), Response> {
-    if let Some(response) = refusal(state, headers) {
-        return Err(response);
-    }
     let Some(Json(request)) = body else {
         return Err(error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -346,12 +390,10 @@ fn membership_request<T>(
 
 async fn add_member(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     body: Option<Json<AddMemberRequest>>,
 ) -> Response {
     let (request, cluster) = match membership_request(
         &state,
-        &headers,
         body,
         "{\"name\", \"id\", \"role\", \"priority\", \"peer\", \"api\"}",
     ) {
@@ -414,11 +456,9 @@ async fn add_member(
 
 async fn remove_member(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     body: Option<Json<RemoveMemberRequest>>,
 ) -> Response {
-    let (request, cluster) = match membership_request(&state, &headers, body, "{\"name\": \"n4\"}")
-    {
+    let (request, cluster) = match membership_request(&state, body, "{\"name\": \"n4\"}") {
         Ok(accepted) => accepted,
         Err(response) => return response,
     };

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::alerting::{self, Watchers};
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::pipelines::{self, Drivers};
 use crate::status::{
@@ -70,6 +71,9 @@ pub struct Control {
     /// Where failovers, the breaker, fencing and the rest are told; `send`
     /// only queues, so the loop never waits for a receiver.
     alerter: mailherd_alerts::Alerter,
+    /// `/metrics`: counted here as renewals end, assignments apply and
+    /// promotions finish; the gauges follow the status document.
+    metrics: Metrics,
 }
 
 /// The decider's bookkeeping, on this node's clock.
@@ -93,6 +97,9 @@ struct DeciderClock {
 }
 
 impl Control {
+    // Each argument is a distinct part the agent wired up; a struct of
+    // them would only repeat these names.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
         consensus: Consensus,
@@ -101,6 +108,7 @@ impl Control {
         clock: Clock,
         status_tx: watch::Sender<StatusDocument>,
         alerter: mailherd_alerts::Alerter,
+        metrics: Metrics,
     ) -> Control {
         Control {
             config,
@@ -111,6 +119,7 @@ impl Control {
             status_tx,
             next_run_id: std::sync::atomic::AtomicU64::new(1),
             alerter,
+            metrics,
         }
     }
 
@@ -162,6 +171,9 @@ impl Control {
         let mut shutting_down_since: Option<Millis> = None;
         let mut last_leadership_transfer: Option<Millis> = None;
         let mut watchers = Watchers::default();
+        // Assignments up to this epoch are counted in `/metrics` (those
+        // stored before this start are not news).
+        let mut assignments_counted_to = state.epoch;
 
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -209,6 +221,7 @@ impl Control {
                         break;
                     }
                     state = state_rx.borrow_and_update().clone();
+                    self.count_new_assignments(&state, &mut assignments_counted_to);
                     watchers.maintenance(&self.alerter, state.maintenance.is_some(), decider.leader_since.is_some());
                     let now = self.clock.now();
                     if (state.epoch, state.renewals) != decider.seen {
@@ -390,6 +403,7 @@ impl Control {
             HolderAction::ProposeRenewal { epoch, started } => {
                 let consensus = self.consensus.clone();
                 let events = events.clone();
+                let metrics = self.metrics.clone();
                 tokio::spawn(async move {
                     let result = consensus
                         .propose(
@@ -408,6 +422,7 @@ impl Control {
                             RenewalOutcome::Failed
                         }
                     };
+                    metrics.renewal_finished(outcome);
                     let _ = events.send(Event::Holder(HolderEvent::RenewalFinished {
                         epoch,
                         started,
@@ -476,15 +491,19 @@ impl Control {
                 let consensus = self.consensus.clone();
                 let events = events.clone();
                 let (alerter, config) = (self.alerter.clone(), self.config.clone());
+                let metrics = self.metrics.clone();
                 let task = tokio::spawn(async move {
                     let outcome = pipelines::promote(&drivers, monitor.as_ref(), epoch).await;
-                    alerting::promotion_finished(
-                        &alerter,
-                        &config,
-                        &consensus.current_state(),
-                        epoch,
-                        &outcome,
-                    );
+                    let state = consensus.current_state();
+                    alerting::promotion_finished(&alerter, &config, &state, epoch, &outcome);
+                    let kind = state
+                        .history
+                        .iter()
+                        .rev()
+                        .find(|record| record.epoch == epoch)
+                        .map(|record| record.kind)
+                        .unwrap_or_default();
+                    metrics.promotion_finished(kind, &outcome);
                     let result = match &outcome.error {
                         None => {
                             tracing::info!(
@@ -613,6 +632,15 @@ impl Control {
                 ));
             }
         }
+    }
+
+    /// Counts in `/metrics` every assignment applied since the last call.
+    /// The watch may skip states, so the history says what happened.
+    fn count_new_assignments(&self, state: &ClusterState, counted_to: &mut u64) {
+        for record in state.history.iter().filter(|r| r.epoch > *counted_to) {
+            self.metrics.failover_seen(record.kind);
+        }
+        *counted_to = (*counted_to).max(state.epoch);
     }
 
     fn refresh_garp_if_due(&self, now: Millis, last_garp: &mut Millis) {
@@ -1000,6 +1028,7 @@ impl Control {
             }),
             updated_unix_ms: self.clock.unix_ms(),
         };
+        self.metrics.observe_status(&document, leadership.is_me);
         self.status_tx.send_replace(document);
     }
 }

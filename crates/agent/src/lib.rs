@@ -15,10 +15,14 @@
 //!   each step with a timeout and a recorded outcome.
 //! - [`monitor`]: the check worker: probes on their intervals, rise/fall,
 //!   the stack verdict.
-//! - [`api`]: the HTTP API (`/health`, `/status`, `/master`, `/backup`, and
-//!   the token-protected `/v1/switchover`, `/v1/maintenance`,
-//!   `/v1/breaker/reset`).
+//! - [`api`]: the HTTP API (`/health`, `/status`, `/master`, `/backup`,
+//!   `/metrics`, the dashboard at `/`, and the token-protected
+//!   `/v1/switchover`, `/v1/maintenance`, `/v1/breaker/reset`).
 //! - [`status`]: the status document shared by the API and the CLI.
+//! - [`metrics`]: the Prometheus metrics, fed by the control loop, the
+//!   check worker and the alerter where things happen.
+//! - [`dashboard`]: the HTML page at `/`, rendered from the status
+//!   document (askama template `templates/dashboard.html`).
 //! - The Uptime Kuma push worker (`mailherd_alerts::KumaPush`), started
 //!   here with `[uptime_kuma]`: up while this node is fit for its role.
 //! - [`tls`]: mutual TLS on the peer channel (cluster CA, node
@@ -32,6 +36,8 @@ pub mod alerting;
 pub mod api;
 pub mod clock;
 pub mod control;
+pub mod dashboard;
+pub mod metrics;
 pub mod monitor;
 pub mod pipelines;
 pub mod status;
@@ -148,17 +154,21 @@ pub async fn run(
 
     let drivers = pipelines::Drivers::from_config(&config).context("setting up the drivers")?;
     let (status_tx, status_rx) = watch::channel(StatusDocument::starting(&config));
-    let monitor = if me.role == MemberRole::Mail {
-        Some(monitor::Monitor::start(&config.checks))
-    } else {
-        None
-    };
 
     // Alerts: `send` only queues; one delivery task per channel.
     let alerter = match &config.alerts {
         Some(section) => mailherd_alerts::Alerter::start(&config.cluster.name, &me.name, section)
             .context("setting up the alert channels")?,
         None => mailherd_alerts::Alerter::disabled(&config.cluster.name, &me.name),
+    };
+    let metrics = metrics::Metrics::new(&config.cluster.name, &me.name, alerter.clone());
+    let monitor = if me.role == MemberRole::Mail {
+        Some(monitor::Monitor::start(
+            &config.checks,
+            Some(metrics.clone()),
+        ))
+    } else {
+        None
     };
     let kuma = match &config.uptime_kuma {
         Some(section) => {
@@ -191,6 +201,7 @@ pub async fn run(
             token,
             alerter: alerter.clone(),
             kuma: kuma.clone(),
+            metrics: metrics.clone(),
         });
         let mut stop = servers_stop_rx.clone();
         tokio::spawn(async move {
@@ -211,6 +222,7 @@ pub async fn run(
         clock,
         status_tx,
         alerter,
+        metrics,
     );
     control.run(stored_assignment, shutdown).await;
 

@@ -14,6 +14,8 @@ use mailherd_core::{CheckCounter, CheckState, Verdict};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
+
 /// The latest result of one check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckReport {
@@ -46,13 +48,16 @@ struct CheckSlot {
 pub struct Monitor {
     /// Counters and last results; a std mutex, held only for bookkeeping.
     slots: Arc<Mutex<Vec<CheckSlot>>>,
+    /// Where each probe's result and latency are counted as it ends (the
+    /// agent's `/metrics`); `None` for a one-off use such as `notify`.
+    metrics: Option<Metrics>,
     report_tx: Arc<watch::Sender<MonitorReport>>,
     report_rx: watch::Receiver<MonitorReport>,
 }
 
 impl Monitor {
     /// Starts one probing task per check.
-    pub fn start(checks: &[CheckSection]) -> Monitor {
+    pub fn start(checks: &[CheckSection], metrics: Option<Metrics>) -> Monitor {
         let slots: Vec<CheckSlot> = checks
             .iter()
             .map(|c| CheckSlot {
@@ -72,8 +77,14 @@ impl Monitor {
             .collect();
         let initial = summarize(&slots);
         let (report_tx, report_rx) = watch::channel(initial);
+        if let Some(metrics) = &metrics {
+            for check in checks {
+                metrics.check_configured(&check.name);
+            }
+        }
         let monitor = Monitor {
             slots: Arc::new(Mutex::new(slots)),
+            metrics,
             report_tx: Arc::new(report_tx),
             report_rx,
         };
@@ -105,6 +116,9 @@ impl Monitor {
             slot.report.last_ok = Some(ok);
             slot.report.last_detail = detail;
             slot.report.last_latency_ms = latency_ms;
+            if let Some(metrics) = &self.metrics {
+                metrics.probe_finished(&slot.config.name, ok, latency_ms, slot.counter.state);
+            }
             summarize(&slots)
         };
         self.report_tx.send_replace(summary);
@@ -125,6 +139,9 @@ impl Monitor {
             for slot in slots.iter_mut() {
                 slot.counter.reset();
                 slot.report.state = CheckState::Unknown;
+                if let Some(metrics) = &self.metrics {
+                    metrics.check_state(&slot.config.name, CheckState::Unknown);
+                }
             }
             summarize(&slots)
         };

@@ -228,7 +228,7 @@ async fn become_master(config: &Config, drivers: &Drivers) -> anyhow::Result<boo
         error: None,
     };
     state.write(data_dir)?;
-    let monitor = (!config.checks.is_empty()).then(|| Monitor::start(&config.checks));
+    let monitor = (!config.checks.is_empty()).then(|| Monitor::start(&config.checks, None));
 
     let mut outcome = promote(drivers, monitor.as_ref(), epoch).await;
     if !outcome.ok {

@@ -12,21 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use common::cluster::exclusive;
 use common::wait_for;
 use serde_json::Value;
 
 const TOKEN: &str = "test-token-0123456789";
-
-/// One cluster at a time: on a two-core CI machine, six clusters of three
-/// to five agents at once starve each other of CPU, and what would then be
-/// tested is the scheduler.
-static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 struct Node {
     name: String,
@@ -91,25 +81,14 @@ fn cluster(dir: &Path) -> Vec<Node> {
 /// section. Every agent accepts the token in `dir/token`.
 fn cluster_of(dir: &Path, n: usize, cluster_extra: &str) -> Vec<Node> {
     std::fs::write(dir.join("token"), TOKEN).unwrap();
-    let (ports, members) = common::members(n);
-    ports
-        .iter()
-        .enumerate()
-        .map(|(i, (peer, api))| {
-            let name = format!("n{}", i + 1);
-            let config = dir.join(format!("{name}.toml"));
-            let text = format!(
-                "[node]\nname = \"{name}\"\ndata_dir = \"{}\"\n\n[cluster]\nname = \"test\"\n{cluster_extra}\n\n{members}[api]\nlisten = \"127.0.0.1:{api}\"\npeer_listen = \"127.0.0.1:{peer}\"\ntoken_file = \"{}\"\n",
-                dir.join(&name).display(),
-                dir.join("token").display()
-            );
-            std::fs::write(&config, text).unwrap();
-            Node {
-                name,
-                config,
-                api: format!("http://127.0.0.1:{api}"),
-                child: None,
-            }
+    let token_file = format!("token_file = \"{}\"\n", dir.join("token").display());
+    common::cluster::write_configs(dir, n, cluster_extra, &token_file)
+        .into_iter()
+        .map(|(name, config, api)| Node {
+            name,
+            config,
+            api: format!("http://127.0.0.1:{api}"),
+            child: None,
         })
         .collect()
 }

@@ -7,11 +7,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::cluster::{loopback_cluster, masters};
 use common::wait_for;
 use serde_json::Value;
 
@@ -89,89 +88,15 @@ fn serve(stream: TcpStream, kept: &Mutex<Vec<Value>>) {
     }
 }
 
-struct Node {
-    name: String,
-    config: PathBuf,
-    api_port: u16,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn start(&mut self, dir: &Path) {
-        let log = dir.join(format!("{}.log", self.name));
-        self.child = Some(common::start_agent(&self.config, &log));
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// `GET /status` as JSON (the raw document, with `alerts`).
-    fn status(&self) -> Option<Value> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.api_port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        stream
-            .write_all(b"GET /status HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
-            .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let (_, body) = response.split_once("\r\n\r\n")?;
-        serde_json::from_str(body).ok()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The one master's index and the highest epoch any node reports.
-fn masters(nodes: &[Node]) -> (Vec<usize>, u64) {
-    let mut found = Vec::new();
-    let mut epoch = 0;
-    for (i, node) in nodes.iter().enumerate() {
-        if let Some(status) = node.status() {
-            if status["role"] == "master" {
-                found.push(i);
-            }
-            epoch = epoch.max(status["epoch"].as_u64().unwrap_or(0));
-        }
-    }
-    (found, epoch)
-}
-
 #[test]
 fn a_failover_alerts_one_started_and_one_completed_for_the_new_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start();
-    let (ports, members) = common::members(3);
     let alerts = format!(
-        "[alerts]\nretry_backoff_ms = 100\n\n[[alerts.channels]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"http://127.0.0.1:{}/hook\"\n",
+        "\n[alerts]\nretry_backoff_ms = 100\n\n[[alerts.channels]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"http://127.0.0.1:{}/hook\"\n",
         receiver.port
     );
-    let mut nodes: Vec<Node> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (peer, api))| {
-            let name = format!("n{}", i + 1);
-            let config = dir.path().join(format!("{name}.toml"));
-            let text = format!(
-                "[node]\nname = \"{name}\"\ndata_dir = \"{}\"\n\n[cluster]\nname = \"test\"\n\n{members}[api]\nlisten = \"127.0.0.1:{api}\"\npeer_listen = \"127.0.0.1:{peer}\"\n\n{alerts}",
-                dir.path().join(&name).display(),
-            );
-            std::fs::write(&config, text).unwrap();
-            Node {
-                name,
-                config,
-                api_port: *api,
-                child: None,
-            }
-        })
-        .collect();
+    let mut nodes = loopback_cluster(dir.path(), 3, "", &alerts);
     for node in nodes.iter_mut() {
         node.start(dir.path());
     }

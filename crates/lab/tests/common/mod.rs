@@ -85,6 +85,35 @@ impl LabEnv {
         text(&output.stdout)
     }
 
+    /// `status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).expect("status --json prints JSON")
+    }
+
+    /// Polls `check` every 250 ms until it returns `Some`, for at most
+    /// `timeout`; the panic names `what` and shows the lab's status.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = check() {
+                return value;
+            }
+            if Instant::now() > deadline {
+                let status = self.run(&["status", "--json"]);
+                panic!(
+                    "waited {timeout:?} for {what} in vain; status: {}",
+                    text(&status.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// Runs the lab, asserts failure, returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let output = self.run(args);
