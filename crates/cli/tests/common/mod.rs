@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this
 
+pub mod mariadb;
+
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
