@@ -44,6 +44,11 @@ pub struct Drivers {
     pub start_timeout: Duration,
     pub stop_timeout: Duration,
     pub has_checks: bool,
+    /// The repointing of the other databases a promotion started in the
+    /// background. It may act only while this node may hold the role, so
+    /// every demotion aborts it first (before the lease ends, hence before
+    /// another node can be promoted and be repointed by a late straggler).
+    repointing: Arc<std::sync::Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
 impl Drivers {
@@ -86,6 +91,7 @@ impl Drivers {
             start_timeout,
             stop_timeout,
             has_checks: !config.checks.is_empty(),
+            repointing: Arc::default(),
         })
     }
 
@@ -98,6 +104,7 @@ impl Drivers {
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(10),
             has_checks: false,
+            repointing: Arc::default(),
         }
     }
 
@@ -261,7 +268,7 @@ async fn run_promotion_step(
                     // the old master may be down (its agent makes it
                     // follow when it is back).
                     let database = database.clone();
-                    tokio::spawn(async move {
+                    let task = tokio::spawn(async move {
                         for (node, result) in database.repoint_others().await {
                             match result {
                                 Ok(done) => {
@@ -273,6 +280,14 @@ async fn run_promotion_step(
                             }
                         }
                     });
+                    let previous = drivers
+                        .repointing
+                        .lock()
+                        .expect("never poisoned: no panics under the lock")
+                        .replace(task.abort_handle());
+                    if let Some(previous) = previous {
+                        previous.abort();
+                    }
                 }
                 result
             }
@@ -405,6 +420,14 @@ async fn run_demotion_step(drivers: &Drivers, urgent: bool, step: &Step) -> Resu
 /// Runs the demotion pipeline to the end (every step is tried even if an
 /// earlier one failed) and returns what each step did.
 pub async fn demote(drivers: &Drivers, urgent: bool) -> Vec<StepRecord> {
+    if let Some(repointing) = drivers
+        .repointing
+        .lock()
+        .expect("never poisoned: no panics under the lock")
+        .take()
+    {
+        repointing.abort();
+    }
     let mut recorder = Recorder::default();
     for stage in demotion_plan(&drivers.resources(), urgent) {
         let results = join_all(stage.iter().map(|step| async move {

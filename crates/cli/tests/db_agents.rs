@@ -69,6 +69,33 @@ fn master(agents: &[Agent]) -> Option<usize> {
     (masters.len() == 1).then(|| masters[0])
 }
 
+/// As `wait_for`, printing the agents' logs before failing.
+fn wait_or_dump<T>(
+    agents: &[Agent],
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        if started.elapsed() > limit {
+            for agent in agents {
+                let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!("--- {} ---", agent.log.display());
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn read_only(server: &Mariadbd) -> Option<String> {
     server.value("SELECT @@read_only")
 }
@@ -88,20 +115,7 @@ fn promotion_steps(agent: &Agent, epoch: u64) -> Option<Vec<Value>> {
 fn agents_promote_the_masters_database_and_the_old_master_rejoins() {
     let mut cluster = Cluster::new(3);
     let configs = cluster.configs("follow_interval_ms = 300");
-    // n1 holds the data: replication from it first, and it is the agents'
-    // first choice.
-    for config in &configs {
-        let text = std::fs::read_to_string(config).unwrap();
-        std::fs::write(
-            config,
-            text.replacen(
-                "name = \"n1\"\nid = 1\n",
-                "name = \"n1\"\nid = 1\npriority = 200\n",
-                1,
-            ),
-        )
-        .unwrap();
-    }
+    // n1 holds the data: replication from it first.
     let setup = Command::new(env!("CARGO_BIN_EXE_mailherd"))
         .args(["db", "setup-replication", "--master", "n1", "--config"])
         .arg(&configs[0])
@@ -131,13 +145,12 @@ fn agents_promote_the_masters_database_and_the_old_master_rejoins() {
     for agent in &mut agents {
         agent.start();
     }
-    let first = wait_for("a first master", Duration::from_secs(30), || {
-        master(&agents)
-    });
-    assert_eq!(first, 0, "n1 has the highest priority");
-    let epoch = agents[0].status().unwrap()["epoch"].as_u64().unwrap();
+    // Whoever the agents pick (n1 held the data until now), its promotion
+    // makes its server the writable master and the others follow it.
+    let first = wait_for("a first master", Duration::from_secs(30), || master(&agents));
+    let epoch = agents[first].status().unwrap()["epoch"].as_u64().unwrap();
     let steps = wait_for("the promotion record", Duration::from_secs(10), || {
-        promotion_steps(&agents[1], epoch)
+        promotion_steps(&agents[(first + 1) % 3], epoch)
     });
     assert!(
         steps
@@ -145,60 +158,48 @@ fn agents_promote_the_masters_database_and_the_old_master_rejoins() {
             .any(|step| step["name"] == "promote_database" && step["ok"] == true),
         "{steps:?}"
     );
-    assert_eq!(
-        read_only(n1).as_deref(),
-        Some("0"),
-        "the master's promotion made it writable"
-    );
+    let primary = &cluster.servers[first];
+    assert_eq!(read_only(primary).as_deref(), Some("0"), "the master's promotion made it writable");
 
     let mut expected = Vec::new();
     for i in 0..25 {
-        n1.app_insert(&format!("row-{i}")).unwrap();
+        primary.app_insert(&format!("row-{i}")).unwrap();
         expected.push(format!("row-{i}"));
     }
-    for server in &cluster.servers[1..] {
-        wait_for(
-            &format!("{} to replicate", server.name),
-            Duration::from_secs(20),
-            || (server.rows() == expected).then_some(()),
-        );
-        assert_eq!(read_only(server).as_deref(), Some("1"));
+    for (i, server) in cluster.servers.iter().enumerate().filter(|(i, _)| *i != first) {
+        wait_for(&format!("{} to follow the master", server.name), Duration::from_secs(30), || {
+            (server.rows() == expected).then_some(())
+        });
+        assert_eq!(read_only(server).as_deref(), Some("1"), "n{}", i + 1);
     }
 
-    // n1 loses power: its agent and its server die at once.
-    agents[0].kill();
-    cluster.servers[0].kill();
-    let second = wait_for("a new master", Duration::from_secs(60), || {
-        master(&agents).filter(|i| *i != 0)
+    // The master loses power: its agent and its server die at once.
+    agents[first].kill();
+    cluster.servers[first].kill();
+    let second = wait_or_dump(&agents, "a new master", Duration::from_secs(60), || {
+        master(&agents).filter(|i| *i != first)
     });
     let new_master = &cluster.servers[second];
     assert_eq!(read_only(new_master).as_deref(), Some("0"));
     assert_eq!(new_master.rows(), expected, "no committed row lost");
     new_master.app_insert("after-failover").unwrap();
     expected.push("after-failover".into());
-    let other = &cluster.servers[3 - second];
-    wait_for(
-        "the other replica to follow the new master",
-        Duration::from_secs(30),
-        || (other.rows() == expected).then_some(()),
-    );
+    let other = &cluster.servers[3 - first - second];
+    wait_for("the other replica to follow the new master", Duration::from_secs(30), || {
+        (other.rows() == expected).then_some(())
+    });
     assert_eq!(read_only(other).as_deref(), Some("1"));
 
-    // n1 comes back: its server read-only (my.cnf), its agent a backup that
-    // makes it follow the new master.
-    cluster.servers[0].start();
-    agents[0].start();
-    let n1 = &cluster.servers[0];
-    wait_for(
-        "the old master to rejoin as a replica",
-        Duration::from_secs(60),
-        || (n1.rows() == expected).then_some(()),
-    );
-    assert_eq!(read_only(n1).as_deref(), Some("1"));
-    assert!(
-        n1.app_insert("refused").is_err(),
-        "the old master stays read-only"
-    );
+    // The old master comes back: its server read-only (my.cnf), its agent
+    // a backup that makes it follow the new master.
+    cluster.servers[first].start();
+    agents[first].start();
+    let old = &cluster.servers[first];
+    wait_for("the old master to rejoin as a replica", Duration::from_secs(60), || {
+        (old.rows() == expected).then_some(())
+    });
+    assert_eq!(read_only(old).as_deref(), Some("1"));
+    assert!(old.app_insert("refused").is_err(), "the old master stays read-only");
     let status = Command::new(env!("CARGO_BIN_EXE_mailherd"))
         .args(["db", "status", "--json", "--config"])
         .arg(&configs[0])

@@ -59,13 +59,17 @@ impl Mariadbd {
     /// Installs a datadir under `parent/name` and starts the server.
     pub fn install(parent: &Path, name: &str) -> Mariadbd {
         let dir = parent.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         let output = Command::new(find(&["mariadb-install-db", "mysql_install_db"]))
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(user_arg())
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
+            // Its own temp dir: bootstraps running at once must not share
+            // /tmp's temporary table files.
+            .arg(format!("--tmpdir={}", tmp.display()))
             .output()
             .expect("running mariadb-install-db");
         assert!(
@@ -116,6 +120,7 @@ impl Mariadbd {
             .arg(format!("--port={}", self.port))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .arg(format!("--init-file={}", dir.join("init.sql").display()))
             .arg(format!("--log-error={}", dir.join("error.log").display()))
             .arg(format!("--log-bin={}", dir.join("data/binlog").display()))
@@ -272,7 +277,7 @@ impl Cluster {
         let index: usize = name[1..].parse::<usize>().unwrap() - 1;
         let (peer, api) = self.ports[index];
         let mut text = format!(
-            "[node]\nname = \"{name}\"\ndata_dir = \"{}\"\n\n[cluster]\nname = \"db-test\"\n\n\
+            "[node]\nname = \"{name}\"\ndata_dir = \"{}\"\n\n[cluster]\nname = \"db-test\"\ntiming = \"safe\"\n\n\
              [api]\nlisten = \"127.0.0.1:{api}\"\npeer_listen = \"127.0.0.1:{peer}\"\ntoken_file = \"{}\"\n\n{}\
              [mariadb]\nadmin_user = \"mailherd\"\nadmin_password_file = \"{}\"\n\
              replication_user = \"repl\"\nreplication_password_file = \"{}\"\n\
