@@ -147,7 +147,9 @@ fn agents_promote_the_masters_database_and_the_old_master_rejoins() {
     }
     // Whoever the agents pick (n1 held the data until now), its promotion
     // makes its server the writable master and the others follow it.
-    let first = wait_for("a first master", Duration::from_secs(30), || master(&agents));
+    let first = wait_for("a first master", Duration::from_secs(30), || {
+        master(&agents)
+    });
     let epoch = agents[first].status().unwrap()["epoch"].as_u64().unwrap();
     let steps = wait_for("the promotion record", Duration::from_secs(10), || {
         promotion_steps(&agents[(first + 1) % 3], epoch)
@@ -159,17 +161,28 @@ fn agents_promote_the_masters_database_and_the_old_master_rejoins() {
         "{steps:?}"
     );
     let primary = &cluster.servers[first];
-    assert_eq!(read_only(primary).as_deref(), Some("0"), "the master's promotion made it writable");
+    assert_eq!(
+        read_only(primary).as_deref(),
+        Some("0"),
+        "the master's promotion made it writable"
+    );
 
     let mut expected = Vec::new();
     for i in 0..25 {
         primary.app_insert(&format!("row-{i}")).unwrap();
         expected.push(format!("row-{i}"));
     }
-    for (i, server) in cluster.servers.iter().enumerate().filter(|(i, _)| *i != first) {
-        wait_for(&format!("{} to follow the master", server.name), Duration::from_secs(30), || {
-            (server.rows() == expected).then_some(())
-        });
+    for (i, server) in cluster
+        .servers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first)
+    {
+        wait_for(
+            &format!("{} to follow the master", server.name),
+            Duration::from_secs(30),
+            || (server.rows() == expected).then_some(()),
+        );
         assert_eq!(read_only(server).as_deref(), Some("1"), "n{}", i + 1);
     }
 
@@ -185,9 +198,11 @@ fn agents_promote_the_masters_database_and_the_old_master_rejoins() {
     new_master.app_insert("after-failover").unwrap();
     expected.push("after-failover".into());
     let other = &cluster.servers[3 - first - second];
-    wait_for("the other replica to follow the new master", Duration::from_secs(30), || {
-        (other.rows() == expected).then_some(())
-    });
+    wait_for(
+        "the other replica to follow the new master",
+        Duration::from_secs(30),
+        || (other.rows() == expected).then_some(()),
+    );
     assert_eq!(read_only(other).as_deref(), Some("1"));
 
     // The old master comes back: its server read-only (my.cnf), its agent
@@ -195,11 +210,16 @@ fn agents_promote_the_masters_database_and_the_old_master_rejoins() {
     cluster.servers[first].start();
     agents[first].start();
     let old = &cluster.servers[first];
-    wait_for("the old master to rejoin as a replica", Duration::from_secs(60), || {
-        (old.rows() == expected).then_some(())
-    });
+    wait_for(
+        "the old master to rejoin as a replica",
+        Duration::from_secs(60),
+        || (old.rows() == expected).then_some(()),
+    );
     assert_eq!(read_only(old).as_deref(), Some("1"));
-    assert!(old.app_insert("refused").is_err(), "the old master stays read-only");
+    assert!(
+        old.app_insert("refused").is_err(),
+        "the old master stays read-only"
+    );
     let status = Command::new(env!("CARGO_BIN_EXE_mailherd"))
         .args(["db", "status", "--json", "--config"])
         .arg(&configs[0])

@@ -55,9 +55,9 @@ fn broken_mariadb_settings_name_file_line_and_key() {
             "not among the [[members]]",
         ),
         (
-            "10.0.0.12:3306",
+            "10.0.0.13:3306",
             "10.0.0.11:3306",
-            "mariadb.nodes[1].address",
+            "mariadb.nodes[2].address",
             "address = \"10.0.0.11:3306\"",
             "already used by mariadb.nodes[0]",
         ),
@@ -110,11 +110,16 @@ fn broken_mariadb_settings_name_file_line_and_key() {
         assert!(tail.contains(from), "the block lacks {from:?}");
         let text = format!("{head}{}", tail.replacen(from, to, 1));
         let (line, message) = problem_about(&text, key);
-        assert_eq!(
-            line,
-            line_starting(&text, line_start, section_line),
-            "{key}: {message}"
-        );
+        // The last line that starts so (a duplicate comes after its first).
+        let expected = text
+            .lines()
+            .enumerate()
+            .skip(section_line)
+            .filter(|(_, l)| l.starts_with(line_start))
+            .map(|(i, _)| i + 1)
+            .last()
+            .unwrap_or_else(|| line_starting(&text, line_start, section_line));
+        assert_eq!(line, expected, "{key}: {message}");
         assert!(
             message.contains(needle),
             "{key}: {message:?} lacks {needle:?}"

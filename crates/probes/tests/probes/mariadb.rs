@@ -216,7 +216,9 @@ async fn mariadb_against_a_real_server() {
     let result = probe(&replication).await;
     assert!(result.ok, "{result:?}");
     assert!(
-        result.detail.starts_with("primary: writable, replicates from nobody"),
+        result
+            .detail
+            .starts_with("primary: writable, replicates from nobody"),
         "{result:?}"
     );
 }
