@@ -25,6 +25,8 @@
 //!   document (askama template `templates/dashboard.html`).
 //! - The Uptime Kuma push worker (`mailherd_alerts::KumaPush`), started
 //!   here with `[uptime_kuma]`: up while this node is fit for its role.
+//! - [`database`]: keeps a backup's database a read-only replica of the
+//!   current master's (`[mariadb]`).
 //! - [`tls`]: mutual TLS on the peer channel (cluster CA, node
 //!   certificates, the TLS listener), also used by `mailherd tls` and the lab.
 //!
@@ -38,6 +40,7 @@ pub mod clock;
 pub mod control;
 pub mod dashboard;
 pub mod metrics;
+pub mod database;
 pub mod monitor;
 pub mod pipelines;
 pub mod status;
@@ -212,6 +215,16 @@ pub async fn run(
                 .await
         })
     };
+
+    if let Some(database) = drivers.database.clone() {
+        tokio::spawn(database::follow_master(
+            config.clone(),
+            consensus.clone(),
+            database,
+            status_rx.clone(),
+            servers_stop_rx.clone(),
+        ));
+    }
 
     tracing::info!(node = %me.name, id = me.id, role = ?me.role, "agent started");
     let control = control::Control::new(

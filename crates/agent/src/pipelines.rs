@@ -11,7 +11,7 @@ use mailherd_config::{Config, MemberRole};
 use mailherd_core::pipeline::{demotion_plan, promotion_plan, Recorder, Resources, Step};
 use mailherd_core::state::{PromotionOutcome, StepRecord};
 use mailherd_core::Epoch;
-use mailherd_drivers::{FloatingIp, Services, Volume};
+use mailherd_drivers::{Database, FloatingIp, Services, Volume};
 use serde::Serialize;
 
 use crate::monitor::Monitor;
@@ -28,6 +28,9 @@ const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(5);
 const URGENT_KILL_TIMEOUT: Duration = Duration::from_millis(1_000);
 const URGENT_UNMOUNT_TIMEOUT: Duration = Duration::from_millis(30);
 const URGENT_ADDRESS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Making the database read-only is one statement on a local server.
+const DATABASE_DEMOTE_TIMEOUT: Duration = Duration::from_secs(5);
+const URGENT_DATABASE_DEMOTE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The node's drivers, shared by pipelines, the API and the reconciling
 /// checks in the control loop.
@@ -36,9 +39,16 @@ pub struct Drivers {
     pub floating_ip: Option<Arc<dyn FloatingIp>>,
     pub volumes: Vec<(String, Arc<dyn Volume>, Duration)>,
     pub services: Option<Arc<dyn Services>>,
+    /// The replicated database (`[mariadb]`).
+    pub database: Option<Arc<dyn Database>>,
     pub start_timeout: Duration,
     pub stop_timeout: Duration,
     pub has_checks: bool,
+    /// The repointing of the other databases a promotion started in the
+    /// background. It may act only while this node may hold the role, so
+    /// every demotion aborts it first (before the lease ends, hence before
+    /// another node can be promoted and be repointed by a late straggler).
+    repointing: Arc<std::sync::Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
 impl Drivers {
@@ -77,9 +87,11 @@ impl Drivers {
             floating_ip,
             volumes,
             services,
+            database: mailherd_drivers::database_from_config(config)?,
             start_timeout,
             stop_timeout,
             has_checks: !config.checks.is_empty(),
+            repointing: Arc::default(),
         })
     }
 
@@ -88,9 +100,11 @@ impl Drivers {
             floating_ip: None,
             volumes: Vec::new(),
             services: None,
+            database: None,
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(10),
             has_checks: false,
+            repointing: Arc::default(),
         }
     }
 
@@ -104,6 +118,7 @@ impl Drivers {
                 .collect(),
             services: self.services.is_some(),
             checks: self.has_checks,
+            database: self.database.is_some(),
         }
     }
 
@@ -128,10 +143,15 @@ impl Drivers {
             Some(services) => Some(services.is_running().await.map_err(|e| e.to_string())),
             None => None,
         };
+        let database = match &self.database {
+            Some(database) => Some(database.is_writable().await.map_err(|e| e.to_string())),
+            None => None,
+        };
         Holdings {
             address,
             volumes,
             services,
+            database,
         }
     }
 }
@@ -142,6 +162,8 @@ pub struct Holdings {
     pub address: Option<Result<bool, String>>,
     pub volumes: BTreeMap<String, Result<bool, String>>,
     pub services: Option<Result<bool, String>>,
+    /// Whether the database is writable (read_only OFF).
+    pub database: Option<Result<bool, String>>,
 }
 
 impl Holdings {
@@ -150,6 +172,7 @@ impl Holdings {
         matches!(self.address, Some(Ok(true)))
             || self.volumes.values().any(|v| matches!(v, Ok(true)))
             || matches!(self.services, Some(Ok(true)))
+            || matches!(self.database, Some(Ok(true)))
     }
 }
 
@@ -223,6 +246,50 @@ async fn run_promotion_step(
                     services.start(drivers.start_timeout),
                 )
                 .await
+            }
+            None => Ok(()),
+        },
+        Step::PromoteDatabase => match &drivers.database {
+            Some(database) => {
+                let budget = database.promotion_budget();
+                let result = match tokio::time::timeout(budget, database.promote()).await {
+                    Ok(Ok(done)) => {
+                        tracing::info!(%done, "database promoted");
+                        Ok(())
+                    }
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err(format!(
+                        "promoting the database timed out after {} ms",
+                        budget.as_millis()
+                    )),
+                };
+                if result.is_ok() {
+                    // Best effort, and not worth delaying the stack for:
+                    // the old master may be down (its agent makes it
+                    // follow when it is back).
+                    let database = database.clone();
+                    let task = tokio::spawn(async move {
+                        for (node, result) in database.repoint_others().await {
+                            match result {
+                                Ok(done) => {
+                                    tracing::info!(%node, %done, "database follows this master")
+                                }
+                                Err(error) => {
+                                    tracing::warn!(%node, %error, "could not repoint the database (its agent retries when it is back)")
+                                }
+                            }
+                        }
+                    });
+                    let previous = drivers
+                        .repointing
+                        .lock()
+                        .expect("never poisoned: no panics under the lock")
+                        .replace(task.abort_handle());
+                    if let Some(previous) = previous {
+                        previous.abort();
+                    }
+                }
+                result
             }
             None => Ok(()),
         },
@@ -317,6 +384,24 @@ async fn run_demotion_step(drivers: &Drivers, urgent: bool, step: &Step) -> Resu
             }
             None => Err(format!("unknown volume {volume}")),
         },
+        Step::DemoteDatabase => match &drivers.database {
+            Some(database) => {
+                let timeout = if urgent {
+                    URGENT_DATABASE_DEMOTE_TIMEOUT
+                } else {
+                    DATABASE_DEMOTE_TIMEOUT
+                };
+                match tokio::time::timeout(timeout, database.demote()).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err(format!(
+                        "making the database read-only timed out after {} ms",
+                        timeout.as_millis()
+                    )),
+                }
+            }
+            None => Ok(()),
+        },
         Step::ReleaseAddress => match &drivers.floating_ip {
             Some(fip) => {
                 let timeout = if urgent {
@@ -335,6 +420,14 @@ async fn run_demotion_step(drivers: &Drivers, urgent: bool, step: &Step) -> Resu
 /// Runs the demotion pipeline to the end (every step is tried even if an
 /// earlier one failed) and returns what each step did.
 pub async fn demote(drivers: &Drivers, urgent: bool) -> Vec<StepRecord> {
+    if let Some(repointing) = drivers
+        .repointing
+        .lock()
+        .expect("never poisoned: no panics under the lock")
+        .take()
+    {
+        repointing.abort();
+    }
     let mut recorder = Recorder::default();
     for stage in demotion_plan(&drivers.resources(), urgent) {
         let results = join_all(stage.iter().map(|step| async move {

@@ -11,10 +11,12 @@
 //! # Layout
 //! - this file: the commands, the agent, `status` and the control commands;
 //! - [`check`]: `mailherd check`, the node's fitness for its role;
+//! - [`db`]: `mailherd db ...`, MariaDB GTID replication;
 //! - [`notify`]: `mailherd notify`, keepalived's notify handler;
 //! - [`render`]: `mailherd render keepalived|haproxy|postfix-gateway|dns`.
 
 mod check;
+mod db;
 mod notify;
 mod render;
 
@@ -105,6 +107,11 @@ enum Command {
     /// runs the promotion (MASTER) or demotion (BACKUP, FAULT, STOP)
     /// pipeline.
     Notify(notify::NotifyArgs),
+    /// MariaDB GTID replication between the nodes' servers ([mariadb]).
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
+    },
     /// Write configuration for other programs, matching this node's config.
     Render {
         #[command(subcommand)]
@@ -277,6 +284,7 @@ fn main() -> ExitCode {
         Command::Tls { command } => tls(command),
         Command::Check(args) => return check::run(&args),
         Command::Notify(args) => notify::run(&args),
+        Command::Db { command } => db::run(command),
         Command::Render { command } => match command {
             RenderCommand::Keepalived(args) => render::keepalived(&args),
             RenderCommand::Haproxy(args) => render::haproxy(&args),

@@ -15,10 +15,13 @@
 //! - [`alerts`]: `[alerts]`, its channels, and `[uptime_kuma]`;
 //! - [`front`]: `[haproxy]`, `[gateway]` and `[dns]`, what stands in front
 //!   of the cluster (the `mailherd render` commands read them).
+//! - [`mariadb`]: `[mariadb]` and its `[[mariadb.nodes]]` (GTID
+//!   replication between the nodes' MariaDB servers).
 
 pub mod alerts;
 pub mod front;
 pub mod locate;
+pub mod mariadb;
 pub mod preset;
 pub mod validate;
 
@@ -30,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use alerts::{AlertsSection, ChannelKind, ChannelSection, UptimeKumaSection};
 pub use front::{DnsSection, GatewaySection, HaproxySection, HaproxyTls, TcpService};
+pub use mariadb::{MariadbNode, MariadbSection, ReplicationMode};
 pub use preset::{PresetName, PresetSection};
 pub use validate::{Problem, Problems};
 
@@ -88,6 +92,10 @@ pub struct Config {
     /// The cluster's DNS records (`mailherd render dns`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsSection>,
+    /// The nodes' MariaDB servers, replicated from the master's (`mailherd
+    /// db ...`, and a promotion step that makes the new master's writable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mariadb: Option<MariadbSection>,
 }
 
 /// Who this node is.
@@ -597,6 +605,7 @@ impl ServicesDriver {
 /// | `docker` | `container`, or `compose_project` and `service` | `docker_socket` |
 /// | `systemd` | `unit` | |
 /// | `mariadb` | `address` or `socket`, `user` | `password` or `password_file` |
+/// | `mariadb_replication` | `address` or `socket`, `user` | `password` or `password_file`, `max_lag_s` |
 /// | `mount` | `mount_point` | |
 /// | `postfix_queue` | `max_messages` | `queue_directory` |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -697,6 +706,10 @@ pub struct CheckSection {
     /// mariadb: a unix socket instead of `address`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
+    /// mariadb_replication: the most `Seconds_Behind_Master` that still
+    /// passes (default [`DEFAULT_MAX_REPLICATION_LAG_S`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_s: Option<u64>,
 
     /// mount: the directory that must be a mount point and writable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -718,6 +731,9 @@ pub const DEFAULT_HTTP_PATH: &str = "/";
 pub const DEFAULT_HTTP_STATUS: u16 = 200;
 /// The Docker Engine API socket of a docker check without `docker_socket`.
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// The most replication lag a mariadb_replication check without
+/// `max_lag_s` passes.
+pub const DEFAULT_MAX_REPLICATION_LAG_S: u64 = 60;
 /// Postfix's default `queue_directory`.
 pub const DEFAULT_POSTFIX_QUEUE_DIRECTORY: &str = "/var/spool/postfix";
 
@@ -755,6 +771,7 @@ impl CheckSection {
             docker_socket: None,
             unit: None,
             socket: None,
+            max_lag_s: None,
             mount_point: None,
             queue_directory: None,
             max_messages: None,
@@ -842,6 +859,10 @@ pub enum CheckKind {
     Systemd,
     /// MariaDB accepts a login and answers `SELECT 1`.
     Mariadb,
+    /// MariaDB's replication: a replica's IO and SQL threads run without
+    /// errors within `max_lag_s`; a server that replicates from nobody
+    /// must be writable (the primary).
+    MariadbReplication,
     /// A directory is a mount point and writable.
     Mount,
     /// Postfix's queue holds at most `max_messages`.
@@ -861,6 +882,7 @@ impl CheckKind {
             CheckKind::Docker => "docker",
             CheckKind::Systemd => "systemd",
             CheckKind::Mariadb => "mariadb",
+            CheckKind::MariadbReplication => "mariadb_replication",
             CheckKind::Mount => "mount",
             CheckKind::PostfixQueue => "postfix_queue",
         }
@@ -930,6 +952,18 @@ impl Config {
             .iter()
             .find(|m| m.name == self.node.name)
             .expect("validated config has the node among its members")
+    }
+
+    /// The server_id of `[[mariadb.nodes]]` entry `node`: its own, or its
+    /// member's id (validation makes sure that fits and is distinct).
+    pub fn mariadb_server_id(&self, node: &MariadbNode) -> u32 {
+        node.server_id.unwrap_or_else(|| {
+            self.members
+                .iter()
+                .find(|m| m.name == node.name)
+                .map(|m| u32::try_from(m.id).unwrap_or(u32::MAX))
+                .unwrap_or(0)
+        })
     }
 
     pub fn member_by_id(&self, id: u64) -> Option<&Member> {

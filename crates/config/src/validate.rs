@@ -11,6 +11,7 @@ use std::path::Path;
 
 mod alerts;
 mod front;
+mod mariadb;
 mod services;
 
 use crate::locate;
@@ -445,6 +446,9 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
     if let Some(section) = &config.uptime_kuma {
         alerts::validate_uptime_kuma(&mut c, section);
     }
+    if let Some(section) = &config.mariadb {
+        mariadb::validate_mariadb(&mut c, config, section);
+    }
 
     // What stands in front of the cluster.
     if let Some(section) = &config.haproxy {
@@ -484,7 +488,7 @@ fn validate_check_keys(c: &mut Collector<'_>, i: usize, check: &CheckSection) {
 
     // Keys the kind does not use: refused, so that a mistake (a key meant
     // for another check, a wrong kind) is not silently ignored.
-    let set: [(&str, bool); 24] = [
+    let set: [(&str, bool); 25] = [
         ("address", check.address.is_some()),
         ("ehlo_name", check.ehlo_name.is_some()),
         ("tls", check.tls.is_some()),
@@ -506,6 +510,7 @@ fn validate_check_keys(c: &mut Collector<'_>, i: usize, check: &CheckSection) {
         ("docker_socket", check.docker_socket.is_some()),
         ("unit", check.unit.is_some()),
         ("socket", check.socket.is_some()),
+        ("max_lag_s", check.max_lag_s.is_some()),
         ("mount_point", check.mount_point.is_some()),
         ("queue_directory", check.queue_directory.is_some()),
         ("max_messages", check.max_messages.is_some()),
@@ -555,11 +560,14 @@ fn validate_check_keys(c: &mut Collector<'_>, i: usize, check: &CheckSection) {
             key("unit"),
             "missing: kind \"systemd\" needs the unit, e.g. `postfix.service`",
         ),
-        CheckKind::Mariadb => {
+        CheckKind::Mariadb | CheckKind::MariadbReplication => {
             match (check.address.is_some(), check.socket.is_some()) {
                 (false, false) => c.push(
                     key("address"),
-                    "missing: kind \"mariadb\" needs `address` (host:port) or `socket`",
+                    format!(
+                        "missing: kind \"{}\" needs `address` (host:port) or `socket`",
+                        kind.as_str()
+                    ),
                 ),
                 (true, true) => {
                     c.push(key("socket"), "give either `address` or `socket`, not both")
@@ -569,7 +577,16 @@ fn validate_check_keys(c: &mut Collector<'_>, i: usize, check: &CheckSection) {
             if check.user.is_none() {
                 c.push(
                     key("user"),
-                    "missing: kind \"mariadb\" needs the `user` to log in as",
+                    format!(
+                        "missing: kind \"{}\" needs the `user` to log in as",
+                        kind.as_str()
+                    ),
+                );
+            }
+            if check.max_lag_s == Some(0) {
+                c.push(
+                    key("max_lag_s"),
+                    "must be at least 1 (Seconds_Behind_Master counts whole seconds)",
                 );
             }
         }
@@ -898,6 +915,14 @@ fn keys_of_kind(kind: CheckKind) -> &'static [&'static str] {
         CheckKind::Docker => &["container", "compose_project", "service", "docker_socket"],
         CheckKind::Systemd => &["unit"],
         CheckKind::Mariadb => &["address", "socket", "user", "password", "password_file"],
+        CheckKind::MariadbReplication => &[
+            "address",
+            "socket",
+            "user",
+            "password",
+            "password_file",
+            "max_lag_s",
+        ],
         CheckKind::Mount => &["mount_point"],
         CheckKind::PostfixQueue => &["queue_directory", "max_messages"],
     }

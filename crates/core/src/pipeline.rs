@@ -14,13 +14,26 @@ use crate::state::{PromotionOutcome, StepRecord};
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     AcquireAddress,
-    AttachVolume { volume: String },
-    MountVolume { volume: String },
-    ClaimEpoch { volume: String },
+    AttachVolume {
+        volume: String,
+    },
+    MountVolume {
+        volume: String,
+    },
+    ClaimEpoch {
+        volume: String,
+    },
+    /// The new master's database: apply what it received, stop replicating,
+    /// become writable (`crates/mariadb`).
+    PromoteDatabase,
     StartServices,
     WaitChecks,
     StopServices,
-    UnmountVolume { volume: String },
+    /// The database goes read-only.
+    DemoteDatabase,
+    UnmountVolume {
+        volume: String,
+    },
     ReleaseAddress,
 }
 
@@ -31,9 +44,11 @@ impl Step {
             Step::AttachVolume { volume } => format!("attach_volume:{volume}"),
             Step::MountVolume { volume } => format!("mount_volume:{volume}"),
             Step::ClaimEpoch { volume } => format!("claim_epoch:{volume}"),
+            Step::PromoteDatabase => "promote_database".into(),
             Step::StartServices => "start_services".into(),
             Step::WaitChecks => "wait_checks".into(),
             Step::StopServices => "stop_services".into(),
+            Step::DemoteDatabase => "demote_database".into(),
             Step::UnmountVolume { volume } => format!("unmount_volume:{volume}"),
             Step::ReleaseAddress => "release_address".into(),
         }
@@ -51,15 +66,22 @@ pub struct Resources {
     pub volumes: Vec<String>,
     pub services: bool,
     pub checks: bool,
+    /// A replicated database whose writable side follows the master.
+    pub database: bool,
 }
 
 /// Design §4: address and volume attachment in parallel, then mount and
 /// claim each volume's epoch, then start the stack, then wait for checks.
+/// The database's promotion (which may wait for its relay log) runs beside
+/// the moves of the first stage; the stack starts only once it is writable.
 pub fn promotion_plan(resources: &Resources) -> Plan {
     let mut plan: Plan = Vec::new();
     let mut first: Vec<Step> = Vec::new();
     if resources.address {
         first.push(Step::AcquireAddress);
+    }
+    if resources.database {
+        first.push(Step::PromoteDatabase);
     }
     first.extend(
         resources
@@ -92,18 +114,31 @@ pub fn promotion_plan(resources: &Resources) -> Plan {
     plan
 }
 
-/// Design §4: stop the stack, unmount, then drop the address. An urgent
-/// demotion (the lease is about to end) drops the address first so that
-/// clients go elsewhere at once, then kills and unmounts. Every step runs
-/// even when an earlier one failed: demotion is best effort to the end.
+/// Design §4: stop the stack, make the database read-only, unmount, then
+/// drop the address. An urgent demotion (the lease is about to end) drops
+/// the address and makes the database read-only first, so that clients go
+/// elsewhere and nothing more is written here at once, then kills and
+/// unmounts. Every step runs even when an earlier one failed: demotion is
+/// best effort to the end.
 pub fn demotion_plan(resources: &Resources, urgent: bool) -> Plan {
     let mut plan: Plan = Vec::new();
     let address = resources.address.then_some(Step::ReleaseAddress);
+    let database = resources.database.then_some(Step::DemoteDatabase);
     if urgent {
-        plan.extend(address.clone().map(|s| vec![s]));
+        let first: Vec<Step> = address
+            .clone()
+            .into_iter()
+            .chain(database.clone())
+            .collect();
+        if !first.is_empty() {
+            plan.push(first);
+        }
     }
     if resources.services {
         plan.push(vec![Step::StopServices]);
+    }
+    if !urgent {
+        plan.extend(database.map(|s| vec![s]));
     }
     let unmounts: Vec<Step> = resources
         .volumes
@@ -176,6 +211,7 @@ mod tests {
             volumes: vec!["mail".into()],
             services: true,
             checks: true,
+            database: false,
         }
     }
 
@@ -216,6 +252,31 @@ mod tests {
                 vec!["stop_services"],
                 vec!["unmount_volume:mail"]
             ]
+        );
+    }
+
+    #[test]
+    fn the_database_is_promoted_beside_the_moves_and_demoted_after_the_stack() {
+        let resources = Resources {
+            database: true,
+            ..full()
+        };
+        assert_eq!(
+            names(&promotion_plan(&resources))[0],
+            vec!["acquire_address", "promote_database", "attach_volume:mail"]
+        );
+        assert_eq!(
+            names(&demotion_plan(&resources, false)),
+            vec![
+                vec!["stop_services"],
+                vec!["demote_database"],
+                vec!["unmount_volume:mail"],
+                vec!["release_address"]
+            ]
+        );
+        assert_eq!(
+            names(&demotion_plan(&resources, true))[0],
+            vec!["release_address", "demote_database"]
         );
     }
 

@@ -115,6 +115,11 @@ pub enum DriverError {
         source: std::io::Error,
     },
 
+    /// A database replication operation failed (the error names the node
+    /// and its address).
+    #[error(transparent)]
+    Database(#[from] mailherd_mariadb::DbError),
+
     /// A command could not be started at all.
     #[error("cannot run {what} `{argv0}`: {source}")]
     Spawn {

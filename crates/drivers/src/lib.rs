@@ -28,9 +28,12 @@
 //!   ([`services::process`]);
 //! - [`watchdog`]: the [`Watchdog`] trait and its drivers
 //!   ([`watchdog::device`], [`watchdog::socket`]);
+//! - [`database`]: the [`Database`] trait and its driver, MariaDB GTID
+//!   replication (on `mailherd_mariadb`, which talks to the servers);
 //! - [`suite`]: the shared test suite of each trait, which every driver of
 //!   that kind passes (run by the tests under `tests/`).
 
+pub mod database;
 pub mod error;
 pub mod floating_ip;
 pub mod hetzner;
@@ -39,6 +42,7 @@ pub mod suite;
 pub mod volume;
 pub mod watchdog;
 
+pub use database::{database_from_config, Database};
 pub use error::DriverError;
 pub use floating_ip::{floating_ip_from_config, FloatingIp};
 pub use services::{services_from_config, Services};

@@ -73,6 +73,7 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         haproxy: None,
         gateway: None,
         dns: None,
+        mariadb: None,
         services: None,
         checks: Vec::new(),
         // The whole lab runs its peer channel over mTLS; `up` makes the

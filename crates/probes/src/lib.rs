@@ -18,7 +18,8 @@
 //!   (greeting, CAPA, STLS, USER/PASS), `http` (GET, status, body text);
 //! - one module per local check: `docker` (container running and healthy,
 //!   from the Engine API), `systemd` (`systemctl is-active`), `mariadb`
-//!   (login, `SELECT 1`), `mount` (mount point, writable), `postfix_queue`
+//!   (login, `SELECT 1`; `mariadb_replication`: IO/SQL threads, lag and
+//!   errors, judged by `mailherd_mariadb::health`), `mount` (mount point, writable), `postfix_queue`
 //!   (queue files under a limit).
 
 mod conversation;
@@ -140,6 +141,7 @@ async fn run(check: &CheckSection, deadline: Instant) -> Result<Verdict, String>
         CheckKind::Docker => docker::probe(check, deadline).await,
         CheckKind::Systemd => systemd::probe(check, deadline).await,
         CheckKind::Mariadb => mariadb::probe(check, deadline).await,
+        CheckKind::MariadbReplication => mariadb::probe_replication(check, deadline).await,
         CheckKind::Mount => mount::probe(check, deadline).await,
         CheckKind::PostfixQueue => postfix_queue::probe(check, deadline).await,
     }

@@ -396,6 +396,7 @@ async fn every_kind_answers_even_without_its_keys() {
         CheckKind::Docker,
         CheckKind::Systemd,
         CheckKind::Mariadb,
+        CheckKind::MariadbReplication,
         CheckKind::Mount,
         CheckKind::PostfixQueue,
     ] {

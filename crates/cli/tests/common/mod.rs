@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this
 
 pub mod cluster;
+pub mod mariadb;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -19,6 +19,17 @@ fn mariadb_check(address: SocketAddr) -> CheckSection {
 }
 
 #[tokio::test]
+async fn mariadb_replication_fails_on_a_closed_port() {
+    let check = CheckSection {
+        kind: CheckKind::MariadbReplication,
+        ..mariadb_check(closed_port().await)
+    };
+    let result = probe(&check).await;
+    assert!(!result.ok);
+    assert_eq!(result.detail, "connect refused");
+}
+
+#[tokio::test]
 async fn mariadb_fails_on_a_closed_port_a_missing_socket_and_a_silent_server() {
     let result = probe(&mariadb_check(closed_port().await)).await;
     assert!(!result.ok);
@@ -101,7 +112,9 @@ async fn start_mariadbd() -> Result<Mariadbd, String> {
     std::fs::write(
         &init,
         "CREATE USER 'probe'@'%' IDENTIFIED BY 'probe-pw';\n\
-         CREATE USER 'probe'@'localhost' IDENTIFIED BY 'probe-pw';\n",
+         CREATE USER 'probe'@'localhost' IDENTIFIED BY 'probe-pw';\n\
+         GRANT SLAVE MONITOR ON *.* TO 'probe'@'%';\n\
+         GRANT SLAVE MONITOR ON *.* TO 'probe'@'localhost';\n",
     )
     .map_err(|error| error.to_string())?;
     let port = closed_port().await.port();
@@ -192,4 +205,20 @@ async fn mariadb_against_a_real_server() {
     let result = probe(&wrong_password).await;
     assert_failed(&result, "Access denied for user 'probe'");
     assert!(!result.detail.contains("wrong-pw"));
+
+    // This server replicates from nobody and is writable: a primary. (The
+    // replica cases are in crates/cli/tests/db.rs, with servers that
+    // replicate.)
+    let replication = CheckSection {
+        kind: CheckKind::MariadbReplication,
+        ..mariadb_check(address)
+    };
+    let result = probe(&replication).await;
+    assert!(result.ok, "{result:?}");
+    assert!(
+        result
+            .detail
+            .starts_with("primary: writable, replicates from nobody"),
+        "{result:?}"
+    );
 }
