@@ -34,6 +34,9 @@ pub struct MonitorReport {
     /// Why the verdict is what it is (the failing checks), for logs and alerts.
     pub detail: String,
     pub checks: Vec<CheckReport>,
+    /// When a probe last finished (wall clock), for the workers' states.
+    #[serde(default)]
+    pub last_probe_unix_ms: Option<u64>,
 }
 
 struct CheckSlot {
@@ -105,7 +108,9 @@ impl Monitor {
             slot.report.last_ok = Some(ok);
             slot.report.last_detail = detail;
             slot.report.last_latency_ms = latency_ms;
-            summarize(&slots)
+            let mut summary = summarize(&slots);
+            summary.last_probe_unix_ms = Some(crate::clock::Clock::new().unix_ms());
+            summary
         };
         self.report_tx.send_replace(summary);
     }
@@ -126,7 +131,9 @@ impl Monitor {
                 slot.counter.reset();
                 slot.report.state = CheckState::Unknown;
             }
-            summarize(&slots)
+            let mut summary = summarize(&slots);
+            summary.last_probe_unix_ms = self.report_rx.borrow().last_probe_unix_ms;
+            summary
         };
         self.report_tx.send_replace(summary);
     }
@@ -195,5 +202,6 @@ fn summarize(slots: &[CheckSlot]) -> MonitorReport {
             failing.join("; ")
         },
         checks: slots.iter().map(|s| s.report.clone()).collect(),
+        last_probe_unix_ms: None,
     }
 }

@@ -70,6 +70,8 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         hetzner: None,
         alerts: None,
         uptime_kuma: None,
+        reconciler: Default::default(),
+        gc: Default::default(),
         services: None,
         checks: Vec::new(),
         // The whole lab runs its peer channel over mTLS; `up` makes the
