@@ -178,7 +178,6 @@ impl Control {
         clock: Clock,
         status_tx: watch::Sender<StatusDocument>,
         alerter: mailherd_alerts::Alerter,
-        workers: Workers,
     ) -> Control {
         Control {
             config,
@@ -189,8 +188,15 @@ impl Control {
             status_tx,
             next_run_id: std::sync::atomic::AtomicU64::new(1),
             alerter,
-            workers,
+            workers: Workers::default(),
         }
+    }
+
+    /// Reports the loop's, the reconciler's and the collector's rounds to
+    /// `workers` (the registry `/status` lists) instead of a private one.
+    pub fn with_workers(mut self, workers: Workers) -> Control {
+        self.workers = workers;
+        self
     }
 
     /// `stored_assignment` is the assignment as this node's storage held it

@@ -241,8 +241,8 @@ pub async fn run(
         clock,
         status_tx,
         alerter,
-        workers,
-    );
+    )
+    .with_workers(workers);
     control.run(stored_assignment, gc_rx, shutdown).await;
 
     // The role is let go of by now; nothing below may keep a stopping
