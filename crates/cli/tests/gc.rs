@@ -242,12 +242,20 @@ fn reconciler_and_gc_remove_a_stack_left_on_a_backup_and_logs_are_json() {
     assert!(ok, "{err}");
     assert_eq!(report.findings(), vec![(Garbage::StackOnBackup, "removed")]);
     assert!(!nodes[1].running_file.exists(), "gc stopped the stack");
-    let gc_worker = worker(&nodes[1].status().unwrap(), "gc");
-    assert_eq!(gc_worker["state"], "idle", "{gc_worker}");
-    assert!(gc_worker["last_action"]
-        .as_str()
-        .unwrap()
-        .contains("(removed)"));
+    // The reply comes before the loop records the pass and republishes
+    // the status document.
+    wait_for(
+        "n2's gc worker to show the removal",
+        Duration::from_secs(10),
+        || {
+            let gc_worker = worker(&nodes[1].status()?, "gc");
+            (gc_worker["state"] == "idle"
+                && gc_worker["last_action"]
+                    .as_str()
+                    .is_some_and(|a| a.contains("(removed)")))
+            .then_some(())
+        },
+    );
 
     // The master: gc refuses to touch it; a dry run reports why not.
     let (ok, out, err) = nodes[0].mailherd(&["gc"]);
