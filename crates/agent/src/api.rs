@@ -14,6 +14,10 @@
 //!   (`{"on": true}`), `POST /v1/breaker/reset`: control, with
 //!   `Authorization: Bearer <token>` (the `api.token_file`); 401 otherwise.
 //!   Each proposes one command through Raft and answers once it committed.
+//! - `POST /v1/gc` (`{"dry_run": true|false}`): one garbage collection
+//!   pass (token-protected), run by the control loop; answers with its
+//!   report. Host resources are only touched on a backup with no pipeline
+//!   running.
 //! - `POST /v1/members` (`{"name", "id", "role", "priority", "peer",
 //!   "api"}`) and `POST /v1/members/remove` (`{"name"}`): membership
 //!   changes, on the Raft leader only (elsewhere 409 naming the leader's
@@ -57,6 +61,8 @@ pub struct ApiState {
     pub token: Option<Arc<str>>,
     /// Served as `/metrics`.
     pub metrics: Metrics,
+    /// Garbage collection passes are asked of the control loop here.
+    pub gc: tokio::sync::mpsc::Sender<crate::control::GcRequest>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -67,6 +73,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/switchover", post(switchover))
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/breaker/reset", post(breaker_reset))
+        .route("/v1/gc", post(gc))
         .route("/v1/members", post(add_member))
         .route("/v1/members/remove", post(remove_member))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -307,6 +314,45 @@ async fn breaker_reset(State(state): State<ApiState>) -> Response {
         at_unix_ms: crate::clock::Clock::new().unix_ms(),
     };
     propose(&state, command, json!({ "breaker": "reset" })).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcRequestBody {
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// How long a garbage collection pass may take (an urgent demotion and a
+/// Raft proposal at most).
+const GC_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn gc(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Option<Json<GcRequestBody>>,
+) -> Response {
+    if let Some(response) = refusal(&state, &headers) {
+        return response;
+    }
+    let dry_run = body.is_none_or(|Json(b)| b.dry_run);
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = crate::control::GcRequest { dry_run, reply };
+    if state.gc.send(request).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping");
+    }
+    match tokio::time::timeout(GC_TIMEOUT, answer).await {
+        Ok(Ok(Ok(report))) => (StatusCode::OK, Json(report)).into_response(),
+        Ok(Ok(Err(busy))) => error(StatusCode::CONFLICT, busy),
+        Ok(Err(_)) => error(
+            StatusCode::CONFLICT,
+            "the pass was abandoned: a pipeline took over the host",
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no report within {} s", GC_TIMEOUT.as_secs()),
+        ),
+    }
 }
 
 /// How long adding a member may take: its log must catch up first.

@@ -28,6 +28,7 @@ use crate::status::{
     AssignmentStatus, BreakerStatus, HistoryEntry, LeaderStatus, MemberStatus, StatusDocument,
 };
 use crate::watchdog::WatchdogGuard;
+use crate::workers::Workers;
 
 /// How often the loop wakes up. Small against the fence budget (150 ms by
 /// default) so that fencing starts on time.
@@ -57,7 +58,85 @@ enum Event {
     AssignDone,
     HealthDone,
     ReleaseDone,
+    /// The reconciler's reading of the host, taken while the pipeline
+    /// generation was `generation`.
+    Observed {
+        generation: u64,
+        holdings: pipelines::Holdings,
+    },
+    /// A reconcile action (release or repair) or a garbage collection pass
+    /// of `worker` ended.
+    ActionDone {
+        generation: u64,
+        worker: &'static str,
+        result: Result<String, String>,
+        /// Whether it changed something (a dry run or an empty pass did not).
+        acted: bool,
+    },
 }
+
+impl Event {
+    /// The end of an action that changed something.
+    fn acted(generation: u64, worker: &'static str, result: Result<String, String>) -> Event {
+        Event::ActionDone {
+            generation,
+            worker,
+            result,
+            acted: true,
+        }
+    }
+}
+
+/// A garbage collection pass asked for through the API (`POST /v1/gc`).
+pub struct GcRequest {
+    pub dry_run: bool,
+    /// The report, or why no pass ran.
+    pub reply: tokio::sync::oneshot::Sender<Result<crate::gc::GcReport, String>>,
+}
+
+/// The reconciler's bookkeeping in the control loop (design invariant 4).
+///
+/// It reads the host in a spawned task and decides in the loop, with the
+/// holder's phase as it is *then*; a reading taken before a pipeline
+/// started is thrown away (`generation`), and a reconcile action is
+/// aborted the moment a pipeline starts. So the reconciler never acts on a
+/// stale picture and never runs beside a promotion or demotion.
+struct Reconciler {
+    /// Zero: off.
+    interval_ms: u64,
+    last_started: Option<Millis>,
+    /// A reading is in flight.
+    observing: bool,
+    /// Bumped whenever a pipeline starts: readings and actions of an older
+    /// generation are void.
+    generation: u64,
+    /// The release, repair or garbage collection pass in progress (and
+    /// the worker it belongs to), aborted by any pipeline start.
+    acting: Option<(JoinHandle<()>, &'static str)>,
+    /// When the last periodic garbage collection pass started.
+    last_gc: Option<Millis>,
+    /// To record an abandoned action as the end of its round.
+    workers: Workers,
+}
+
+impl Reconciler {
+    /// Called before a promotion or demotion starts.
+    fn yield_to_pipeline(&mut self) {
+        self.generation += 1;
+        if let Some((task, worker)) = self.acting.take() {
+            task.abort();
+            tracing::info!(worker, "action abandoned: a pipeline takes over the host");
+            self.workers.finished(
+                worker,
+                Ok("abandoned: a pipeline took over the host".into()),
+            );
+        }
+    }
+}
+
+/// The worker names the control loop reports under.
+pub const CONTROL_WORKER: &str = "control_loop";
+pub const RECONCILER_WORKER: &str = "reconciler";
 
 pub struct Control {
     config: Arc<Config>,
@@ -74,6 +153,8 @@ pub struct Control {
     /// `/metrics`: counted here as renewals end, assignments apply and
     /// promotions finish; the gauges follow the status document.
     metrics: Metrics,
+    /// Where the loop and the reconciler report their rounds for `/status`.
+    workers: Workers,
 }
 
 /// The decider's bookkeeping, on this node's clock.
@@ -120,7 +201,15 @@ impl Control {
             next_run_id: std::sync::atomic::AtomicU64::new(1),
             alerter,
             metrics,
+            workers: Workers::default(),
         }
+    }
+
+    /// Reports the loop's, the reconciler's and the collector's rounds to
+    /// `workers` (the registry `/status` lists) instead of a private one.
+    pub fn with_workers(mut self, workers: Workers) -> Control {
+        self.workers = workers;
+        self
     }
 
     /// `stored_assignment` is the assignment as this node's storage held it
@@ -129,6 +218,7 @@ impl Control {
     pub async fn run(
         self,
         stored_assignment: Option<mailherd_core::Assignment>,
+        mut gc_requests: mpsc::Receiver<GcRequest>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
         let me = self.config.me().clone();
@@ -174,6 +264,20 @@ impl Control {
         // Assignments up to this epoch are counted in `/metrics` (those
         // stored before this start are not news).
         let mut assignments_counted_to = state.epoch;
+        let mut reconciler = Reconciler {
+            interval_ms: self.config.reconciler.interval_ms,
+            last_started: None,
+            observing: false,
+            generation: 0,
+            acting: None,
+            last_gc: None,
+            workers: self.workers.clone(),
+        };
+        self.workers.register(CONTROL_WORKER);
+        if reconciler.interval_ms > 0 {
+            self.workers.register(RECONCILER_WORKER);
+        }
+        self.workers.register(crate::gc::GC_WORKER);
 
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -189,6 +293,7 @@ impl Control {
                     &events_tx,
                     &mut pipeline,
                     &mut releases_in_flight,
+                    &mut reconciler,
                     Watch {
                         guard: watchdog.as_mut(),
                         lease_end,
@@ -265,6 +370,9 @@ impl Control {
                         }
                     }
                 }
+                Some(request) = gc_requests.recv() => {
+                    self.start_gc(request.dry_run, Some(request.reply), holder.as_ref(), pipeline.is_some(), &mut reconciler, &events_tx);
+                }
                 Some(event) = events_rx.recv() => {
                     let now = self.clock.now();
                     match event {
@@ -282,6 +390,23 @@ impl Control {
                             } else {
                                 tracing::debug!(id, ?event, "ignoring the report of a superseded pipeline run");
                             }
+                        }
+                        Event::Observed { generation, holdings } => {
+                            reconciler.observing = false;
+                            self.reconcile(now, generation, holdings, holder.as_ref(), pipeline.is_some(), &mut reconciler, &events_tx);
+                        }
+                        Event::ActionDone { generation, worker, result, acted } => {
+                            if generation == reconciler.generation {
+                                reconciler.acting = None;
+                            }
+                            if let Err(error) = &result {
+                                tracing::error!(worker, %error, "action failed");
+                            }
+                            if acted {
+                                let (Ok(what) | Err(what)) = &result;
+                                self.workers.acted(worker, self.clock.unix_ms(), what);
+                            }
+                            self.workers.finished(worker, result);
                         }
                         Event::AssignDone => decider.assign_in_flight = false,
                         Event::HealthDone => health_in_flight = false,
@@ -314,6 +439,18 @@ impl Control {
                     // fast path after its own release depends on it.
                     self.run_decider(now, &state, &mut decider, &events_tx, shutting_down_since.is_some());
                     if shutting_down_since.is_none() {
+                        self.start_reconcile_if_due(now, &mut reconciler, pipeline.is_some(), &events_tx);
+                        let gc_interval_ms = self.config.gc.interval_s.saturating_mul(1_000);
+                        if gc_interval_ms > 0
+                            && reconciler.acting.is_none()
+                            && pipeline.is_none()
+                            // The first pass a full interval after start:
+                            // the start-up cleanup comes first.
+                            && now.since(reconciler.last_gc.unwrap_or(Millis(0))) >= gc_interval_ms
+                        {
+                            reconciler.last_gc = Some(now);
+                            self.start_gc(false, None, holder.as_ref(), false, &mut reconciler, &events_tx);
+                        }
                         self.hand_leadership_to_master(now, &state, &decider, &mut last_leadership_transfer);
                         if let Some(h) = holder.as_ref() {
                             self.report_readiness(now, &state, h, &mut not_ready_since, &mut health_in_flight, &events_tx);
@@ -326,6 +463,11 @@ impl Control {
                         } else {
                             watchers.not_deciding();
                         }
+                        self.workers.alive(
+                            CONTROL_WORKER,
+                            self.clock.unix_ms(),
+                            format!("phase {}", holder.as_ref().map_or("witness", |h| h.phase().name())),
+                        );
                         self.publish_status(now, &state, holder.as_ref(), decider.blocked.as_ref(), watchdog.as_ref());
                     }
                 }
@@ -334,6 +476,7 @@ impl Control {
         if let Some(running) = pipeline {
             running.task.abort();
         }
+        reconciler.yield_to_pipeline();
         // Leaving must leave nothing held: if the graceful demotion did not
         // finish within the shutdown limit, kill what is left.
         if holder
@@ -392,6 +535,7 @@ impl Control {
         events: &mpsc::UnboundedSender<Event>,
         pipeline: &mut Option<Running>,
         releases_in_flight: &mut usize,
+        reconciler: &mut Reconciler,
         watch: Watch<'_>,
     ) {
         let run_id = self
@@ -432,6 +576,7 @@ impl Control {
             }
             HolderAction::StartPromotion { epoch } => {
                 tracing::info!(epoch, "promotion started");
+                reconciler.yield_to_pipeline();
                 alerting::promotion_started(
                     &self.alerter,
                     &self.config,
@@ -535,6 +680,7 @@ impl Control {
                 urgent,
                 reason,
             } => {
+                reconciler.yield_to_pipeline();
                 if urgent {
                     tracing::warn!(epoch, %reason, "fencing: urgent demotion");
                     // Epoch 0 is the start-up cleanup; a retry was alerted the first time.
@@ -571,7 +717,7 @@ impl Control {
                 let drivers = self.drivers.clone();
                 let events = events.clone();
                 let task = tokio::spawn(async move {
-                    let event = match demote_until_clean(&drivers, urgent).await {
+                    let event = match pipelines::demote_until_clean(&drivers, urgent).await {
                         Ok(()) => {
                             tracing::info!(epoch, "demotion finished: nothing held");
                             HolderEvent::DemotionFinished { epoch }
@@ -641,6 +787,233 @@ impl Control {
             self.metrics.failover_seen(record.kind);
         }
         *counted_to = (*counted_to).max(state.epoch);
+    }
+
+    /// Starts a reading of the host when a reconcile round is due and
+    /// nothing else owns the host.
+    fn start_reconcile_if_due(
+        &self,
+        now: Millis,
+        reconciler: &mut Reconciler,
+        pipeline_running: bool,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        if reconciler.interval_ms == 0
+            || reconciler.observing
+            || reconciler.acting.is_some()
+            || pipeline_running
+            || reconciler
+                .last_started
+                .is_some_and(|at| now.since(at) < reconciler.interval_ms)
+        {
+            return;
+        }
+        reconciler.last_started = Some(now);
+        reconciler.observing = true;
+        self.workers
+            .started(RECONCILER_WORKER, self.clock.unix_ms());
+        let drivers = self.drivers.clone();
+        let events = events.clone();
+        let generation = reconciler.generation;
+        tokio::spawn(async move {
+            let holdings = drivers.observe().await;
+            let _ = events.send(Event::Observed {
+                generation,
+                holdings,
+            });
+        });
+    }
+
+    /// Decides on a reading of the host (`mailherd_core::reconcile`) with
+    /// the holder as it is now, and starts the release or repair it calls
+    /// for.
+    #[allow(clippy::too_many_arguments)]
+    fn reconcile(
+        &self,
+        now: Millis,
+        generation: u64,
+        holdings: pipelines::Holdings,
+        holder: Option<&Holder>,
+        pipeline_running: bool,
+        reconciler: &mut Reconciler,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        use mailherd_core::reconcile::{describe, reconcile, ReconcileDecision, ReconcileView};
+        if generation != reconciler.generation {
+            self.workers.finished(
+                RECONCILER_WORKER,
+                Ok("skipped: a pipeline started while the host was read".into()),
+            );
+            return;
+        }
+        let backup = mailherd_core::Phase::Backup;
+        let phase = holder.map_or(&backup, |h| h.phase());
+        let lease = self.config.cluster.timing().lease;
+        let view = ReconcileView {
+            phase,
+            pipeline_running: pipeline_running || reconciler.acting.is_some(),
+            now,
+            fence_at: holder
+                .and_then(|h| h.lease_end())
+                .map(|end| lease.fence_at(end)),
+        };
+        let drivers = self.drivers.clone();
+        let done = events.clone();
+        match reconcile(&view, &holdings) {
+            ReconcileDecision::InOrder => {
+                let held = holdings.held();
+                self.workers.finished(
+                    RECONCILER_WORKER,
+                    Ok(if held.is_empty() {
+                        format!("in order: {} holds nothing", phase.name())
+                    } else {
+                        format!("in order: {} holds {}", phase.name(), describe(&held))
+                    }),
+                );
+            }
+            ReconcileDecision::Skip { reason } => {
+                self.workers
+                    .finished(RECONCILER_WORKER, Ok(format!("skipped: {reason}")));
+            }
+            ReconcileDecision::Unreadable { errors } => {
+                let detail = errors
+                    .iter()
+                    .map(|(resource, error)| format!("{resource}: {error}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::warn!(%detail, "reconciler could not read the host");
+                self.workers
+                    .finished(RECONCILER_WORKER, Err(format!("could not read: {detail}")));
+            }
+            ReconcileDecision::ReleaseStray { stray } => {
+                let detail = format!(
+                    "{} is {} but holds {}: released by the reconciler",
+                    self.config.me().name,
+                    phase.name(),
+                    describe(&stray)
+                );
+                tracing::error!(
+                    split_brain = true,
+                    phase = phase.name(),
+                    stray = %describe(&stray),
+                    "SPLIT-BRAIN ALARM: this node holds what it must not; releasing it"
+                );
+                self.alerter
+                    .send(mailherd_alerts::Event::split_brain(None, &detail));
+                let task = tokio::spawn(async move {
+                    // The same urgent demotion (kill, lazy unmount, drop the
+                    // address) and read-back as the fence and the start-up
+                    // cleanup use.
+                    let result = match pipelines::demote_until_clean(&drivers, true).await {
+                        Ok(()) => Ok(format!("released {}", describe(&stray))),
+                        Err(left) => Err(format!("releasing {}: {left}", describe(&stray))),
+                    };
+                    let _ = done.send(Event::acted(generation, RECONCILER_WORKER, result));
+                });
+                reconciler.acting = Some((task, RECONCILER_WORKER));
+            }
+            ReconcileDecision::Repair {
+                epoch,
+                missing,
+                plan,
+            } => {
+                tracing::warn!(
+                    epoch,
+                    missing = %describe(&missing),
+                    "drift: the master lacks what its role requires; acquiring it again"
+                );
+                let alerter = self.alerter.clone();
+                let task = tokio::spawn(async move {
+                    let steps = pipelines::repair(&drivers, epoch, plan).await;
+                    let failed: Vec<String> = steps
+                        .iter()
+                        .filter(|s| !s.ok)
+                        .map(|s| format!("{}: {}", s.name, s.error.clone().unwrap_or_default()))
+                        .collect();
+                    let result = if failed.is_empty() {
+                        tracing::warn!(epoch, missing = %describe(&missing), "drift repaired");
+                        Ok(format!("re-acquired {}", describe(&missing)))
+                    } else {
+                        Err(format!(
+                            "re-acquiring {}: {}",
+                            describe(&missing),
+                            failed.join("; ")
+                        ))
+                    };
+                    let detail = match &result {
+                        Ok(done) | Err(done) => done.clone(),
+                    };
+                    alerter.send(mailherd_alerts::Event::drift_repaired(
+                        epoch,
+                        &detail,
+                        result.is_ok(),
+                    ));
+                    let _ = done.send(Event::acted(generation, RECONCILER_WORKER, result));
+                });
+                reconciler.acting = Some((task, RECONCILER_WORKER));
+            }
+        }
+    }
+
+    /// Starts a garbage collection pass (periodic, or asked for with
+    /// `reply`) in the reconciler's action slot: one at a time, never beside
+    /// a pipeline, aborted when one starts.
+    fn start_gc(
+        &self,
+        dry_run: bool,
+        reply: Option<tokio::sync::oneshot::Sender<Result<crate::gc::GcReport, String>>>,
+        holder: Option<&Holder>,
+        pipeline_running: bool,
+        reconciler: &mut Reconciler,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        use crate::gc::GC_WORKER;
+        if reconciler.acting.is_some() || pipeline_running {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(
+                    "busy: a pipeline, a reconcile action or another pass runs; try again".into(),
+                ));
+            }
+            return;
+        }
+        self.workers.started(GC_WORKER, self.clock.unix_ms());
+        let phase = holder.map_or(mailherd_core::Phase::Backup, |h| h.phase().clone());
+        let (config, drivers, consensus) = (
+            self.config.clone(),
+            self.drivers.clone(),
+            self.consensus.clone(),
+        );
+        let now_unix_ms = self.clock.unix_ms();
+        let generation = reconciler.generation;
+        let done = events.clone();
+        let task = tokio::spawn(async move {
+            let report = crate::gc::run_pass(crate::gc::GcPass {
+                config: &config,
+                drivers: &drivers,
+                consensus: Some(&consensus),
+                phase: Some(&phase),
+                pipeline_running: false,
+                dry_run,
+                now_unix_ms,
+            })
+            .await;
+            let result = if report.failed() {
+                Err(report.summary())
+            } else {
+                Ok(report.summary())
+            };
+            let acted = !report.dry_run && !report.found.is_empty();
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(report));
+            }
+            let _ = done.send(Event::ActionDone {
+                generation,
+                worker: GC_WORKER,
+                result,
+                acted,
+            });
+        });
+        reconciler.acting = Some((task, GC_WORKER));
     }
 
     fn refresh_garp_if_due(&self, now: Millis, last_garp: &mut Millis) {
@@ -1015,6 +1388,7 @@ impl Control {
                 None => "best candidate".to_string(),
             }),
             watchdog: watchdog.map(WatchdogGuard::status),
+            workers: self.workers.snapshot(),
             decider_blocked: blocked.map(|b| match b {
                 Blocked::Maintenance => "maintenance mode".to_string(),
                 Blocked::BreakerOpen {
@@ -1039,38 +1413,6 @@ struct Running {
     kind: PipelineKind,
     /// Matches the run's report to the run; see [`Event::Pipeline`].
     id: u64,
-}
-
-/// How often a demotion is run again when the host still holds something.
-const DEMOTION_ATTEMPTS: u32 = 3;
-const DEMOTION_RETRY_PAUSE: Duration = Duration::from_millis(200);
-
-/// Demotes, then reads the host back through the drivers; retries (urgently)
-/// while anything is still held. `Err` names what is left.
-async fn demote_until_clean(drivers: &Drivers, urgent: bool) -> Result<(), String> {
-    let mut urgent = urgent;
-    for attempt in 1..=DEMOTION_ATTEMPTS {
-        let steps = pipelines::demote(drivers, urgent).await;
-        let holdings = drivers.observe().await;
-        if !holdings.holds_anything() {
-            return Ok(());
-        }
-        let failed: Vec<String> = steps
-            .iter()
-            .filter(|s| !s.ok)
-            .map(|s| format!("{}: {}", s.name, s.error.clone().unwrap_or_default()))
-            .collect();
-        tracing::error!(attempt, ?holdings, ?failed, "still holding after demotion");
-        urgent = true;
-        if attempt < DEMOTION_ATTEMPTS {
-            tokio::time::sleep(DEMOTION_RETRY_PAUSE).await;
-        } else {
-            return Err(format!(
-                "still held: {holdings:?}; failed steps: {failed:?}"
-            ));
-        }
-    }
-    unreachable!("the last attempt returns")
 }
 
 #[derive(Debug, Clone, Copy)]

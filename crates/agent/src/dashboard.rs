@@ -358,6 +358,7 @@ mod tests {
             switchover_pending: None,
             decider_blocked: None,
             watchdog: None,
+            workers: Vec::new(),
             updated_unix_ms: 1_700_000_100_000,
         };
         doc.members = vec![

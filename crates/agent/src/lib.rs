@@ -15,6 +15,14 @@
 //!   each step with a timeout and a recorded outcome.
 //! - [`monitor`]: the check worker: probes on their intervals, rise/fall,
 //!   the stack verdict.
+//! - The reconciler (design invariant 4) runs inside [`control`]: it reads
+//!   the host on `[reconciler] interval_ms` and releases what a non-master
+//!   holds (split-brain alarm) or re-acquires what a master lacks; its
+//!   rules are `mailherd_core::reconcile`.
+//! - [`gc`]: the garbage collector's pass (stale mounts, stray addresses
+//!   and stacks on non-masters, stale agent files, old history), run by the
+//!   control loop periodically and for `POST /v1/gc`.
+//! - [`workers`]: every worker's state, last run and result, for `/status`.
 //! - [`api`]: the HTTP API (`/health`, `/status`, `/master`, `/backup`,
 //!   `/metrics`, the dashboard at `/`, and the token-protected
 //!   `/v1/switchover`, `/v1/maintenance`, `/v1/breaker/reset`).
@@ -41,11 +49,13 @@ pub mod control;
 pub mod dashboard;
 pub mod metrics;
 pub mod database;
+pub mod gc;
 pub mod monitor;
 pub mod pipelines;
 pub mod status;
 pub mod tls;
 pub mod watchdog;
+pub mod workers;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -67,6 +77,8 @@ pub async fn run(
     let me = config.me().clone();
     let timing = config.cluster.timing();
     let clock = clock::Clock::new();
+    // Held until the agent exits; a second agent on this data_dir stops here.
+    let (pid_file, pid_path) = gc::lock_pid_file(&config.node.data_dir)?;
 
     let voters: BTreeMap<u64, std::net::SocketAddr> =
         config.members.iter().map(|m| (m.id, m.peer)).collect();
@@ -184,6 +196,23 @@ pub async fn run(
         None => None,
     };
 
+    // Every worker reports here; the ones that keep their own state are
+    // read from it.
+    let workers = workers::Workers::default();
+    if let Some(monitor) = &monitor {
+        let monitor = monitor.clone();
+        workers.derive(move || vec![monitor_worker(&monitor.report())]);
+    }
+    {
+        let alerter = alerter.clone();
+        workers.derive(move || alert_workers(&alerter.counters()));
+    }
+    if let Some(kuma) = &kuma {
+        let kuma = kuma.clone();
+        workers.derive(move || vec![kuma_worker(&kuma.state())]);
+    }
+    let (gc_tx, gc_rx) = tokio::sync::mpsc::channel(4);
+
     let api_server = {
         let token = config
             .api
@@ -205,6 +234,7 @@ pub async fn run(
             alerter: alerter.clone(),
             kuma: kuma.clone(),
             metrics: metrics.clone(),
+            gc: gc_tx,
         });
         let mut stop = servers_stop_rx.clone();
         tokio::spawn(async move {
@@ -236,8 +266,9 @@ pub async fn run(
         status_tx,
         alerter,
         metrics,
-    );
-    control.run(stored_assignment, shutdown).await;
+    )
+    .with_workers(workers);
+    control.run(stored_assignment, gc_rx, shutdown).await;
 
     // The role is let go of by now; nothing below may keep a stopping
     // agent alive (a client holding a connection open, a stuck Raft task):
@@ -259,8 +290,85 @@ pub async fn run(
     {
         tracing::warn!("consensus did not shut down in time");
     }
+    // A clean exit leaves no pid file behind (a crash leaves an unlocked
+    // one, which the garbage collector removes).
+    let _ = std::fs::remove_file(&pid_path);
+    drop(pid_file);
     tracing::info!(node = %me.name, "agent stopped");
     Ok(())
+}
+
+/// The check monitor as a worker: it probes all the time.
+fn monitor_worker(report: &monitor::MonitorReport) -> workers::WorkerStatus {
+    workers::WorkerStatus {
+        state: workers::WorkerState::Running,
+        last_run_unix_ms: report.last_probe_unix_ms,
+        last_result: Some(format!("{:?}: {}", report.verdict, report.detail).to_lowercase()),
+        ..workers::WorkerStatus::new("monitor")
+    }
+}
+
+/// Each alert channel's delivery task as a worker: failed while alerts
+/// were given up on and none delivered since the agent started, otherwise
+/// idle (it waits for alerts); the counts say what it did.
+fn alert_workers(counters: &mailherd_alerts::Counters) -> Vec<workers::WorkerStatus> {
+    counters
+        .channels
+        .iter()
+        .map(|(name, channel)| {
+            let total = channel.total;
+            let summary = format!(
+                "sent {}, failed {}, retried {}, suppressed {}, rate-limited {}, dropped {}",
+                total.sent,
+                total.failed,
+                total.retried,
+                total.suppressed,
+                total.rate_limited,
+                total.dropped
+            );
+            let failing = total.failed > 0 && total.sent == 0;
+            workers::WorkerStatus {
+                state: if failing {
+                    workers::WorkerState::Failed
+                } else {
+                    workers::WorkerState::Idle
+                },
+                last_error: failing.then(|| format!("{} alert(s) given up on", total.failed)),
+                last_result: Some(summary),
+                runs: total.sent + total.failed,
+                ..workers::WorkerStatus::new(&format!("alerts:{name}"))
+            }
+        })
+        .collect()
+}
+
+/// The Uptime Kuma push as a worker.
+fn kuma_worker(state: &mailherd_alerts::KumaState) -> workers::WorkerStatus {
+    let failing = state.last_error.is_some() || state.monitor_not_found;
+    workers::WorkerStatus {
+        state: if failing {
+            workers::WorkerState::Failed
+        } else {
+            workers::WorkerState::Idle
+        },
+        last_run_unix_ms: None,
+        last_result: Some(format!(
+            "pushes ok {}, failed {}{}",
+            state.pushes_ok,
+            state.pushes_failed,
+            state
+                .last_ping_ms
+                .map(|ms| format!(", last round trip {ms} ms"))
+                .unwrap_or_default()
+        )),
+        last_error: state.last_error.clone().or_else(|| {
+            state
+                .monitor_not_found
+                .then(|| "the push monitor is missing or paused (404)".to_string())
+        }),
+        runs: state.pushes_ok + state.pushes_failed,
+        ..workers::WorkerStatus::new("uptime_kuma")
+    }
 }
 
 /// What the Kuma monitor shows for this node: up while it is fit for its

@@ -36,6 +36,9 @@ pub struct MonitorReport {
     /// Why the verdict is what it is (the failing checks), for logs and alerts.
     pub detail: String,
     pub checks: Vec<CheckReport>,
+    /// When a probe last finished (wall clock), for the workers' states.
+    #[serde(default)]
+    pub last_probe_unix_ms: Option<u64>,
 }
 
 struct CheckSlot {
@@ -119,7 +122,9 @@ impl Monitor {
             if let Some(metrics) = &self.metrics {
                 metrics.probe_finished(&slot.config.name, ok, latency_ms, slot.counter.state);
             }
-            summarize(&slots)
+            let mut summary = summarize(&slots);
+            summary.last_probe_unix_ms = Some(crate::clock::Clock::new().unix_ms());
+            summary
         };
         self.report_tx.send_replace(summary);
     }
@@ -143,7 +148,9 @@ impl Monitor {
                     metrics.check_state(&slot.config.name, CheckState::Unknown);
                 }
             }
-            summarize(&slots)
+            let mut summary = summarize(&slots);
+            summary.last_probe_unix_ms = self.report_rx.borrow().last_probe_unix_ms;
+            summary
         };
         self.report_tx.send_replace(summary);
     }
@@ -212,5 +219,6 @@ fn summarize(slots: &[CheckSlot]) -> MonitorReport {
             failing.join("; ")
         },
         checks: slots.iter().map(|s| s.report.clone()).collect(),
+        last_probe_unix_ms: None,
     }
 }

@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use mailherd_config::{Config, MemberRole};
-use mailherd_core::pipeline::{demotion_plan, promotion_plan, Recorder, Resources, Step};
+use mailherd_core::pipeline::{demotion_plan, promotion_plan, Plan, Recorder, Resources, Step};
 use mailherd_core::state::{PromotionOutcome, StepRecord};
 use mailherd_core::Epoch;
 use mailherd_drivers::{Database, FloatingIp, Services, Volume};
-use serde::Serialize;
 
 use crate::monitor::Monitor;
 
@@ -156,25 +155,9 @@ impl Drivers {
     }
 }
 
-/// What the host holds, as read from the drivers (errors as text).
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct Holdings {
-    pub address: Option<Result<bool, String>>,
-    pub volumes: BTreeMap<String, Result<bool, String>>,
-    pub services: Option<Result<bool, String>>,
-    /// Whether the database is writable (read_only OFF).
-    pub database: Option<Result<bool, String>>,
-}
-
-impl Holdings {
-    /// Whether anything is certainly held.
-    pub fn holds_anything(&self) -> bool {
-        matches!(self.address, Some(Ok(true)))
-            || self.volumes.values().any(|v| matches!(v, Ok(true)))
-            || matches!(self.services, Some(Ok(true)))
-            || matches!(self.database, Some(Ok(true)))
-    }
-}
+/// What the host holds, as read from the drivers (errors as text); the
+/// reconciler's rules about it live in the core.
+pub use mailherd_core::reconcile::Holdings;
 
 async fn with_timeout<F>(what: &str, timeout: Duration, future: F) -> Result<(), String>
 where
@@ -319,8 +302,50 @@ pub async fn promote(
     epoch: Epoch,
 ) -> PromotionOutcome {
     let started = Instant::now();
+    let recorder = run_plan(
+        drivers,
+        monitor,
+        epoch,
+        promotion_plan(&drivers.resources()),
+    )
+    .await;
+    recorder.finish(started.elapsed().as_millis() as u64)
+}
+
+/// Runs the reconciler's repair plan on a master (see
+/// `mailherd_core::reconcile::repair_plan`): the promotion's own steps, so
+/// the same timeouts and the same epoch fence apply. A volume whose epoch
+/// claim fails (it carries a higher epoch: another node was promoted) is
+/// unmounted again at once.
+pub async fn repair(drivers: &Drivers, epoch: Epoch, plan: Plan) -> Vec<StepRecord> {
+    let mut steps = run_plan(drivers, None, epoch, plan).await.finish(0).steps;
+    let mut undone = Vec::new();
+    for step in &steps {
+        if let Some(volume) = step.name.strip_prefix("claim_epoch:").filter(|_| !step.ok) {
+            let undo = Step::UnmountVolume {
+                volume: volume.to_string(),
+            };
+            let step_started = Instant::now();
+            let result = run_demotion_step(drivers, true, &undo).await;
+            let mut recorder = Recorder::default();
+            recorder.record(&undo, step_started.elapsed().as_millis() as u64, &result);
+            undone.extend(recorder.finish(0).steps);
+        }
+    }
+    steps.extend(undone);
+    steps
+}
+
+/// Runs `plan`'s stages in order, the steps of a stage in parallel; stops
+/// after the first stage with a failed step.
+async fn run_plan(
+    drivers: &Drivers,
+    monitor: Option<&Monitor>,
+    epoch: Epoch,
+    plan: Plan,
+) -> Recorder {
     let mut recorder = Recorder::default();
-    for stage in promotion_plan(&drivers.resources()) {
+    for stage in plan {
         let results = join_all(stage.iter().map(|step| async move {
             let step_started = Instant::now();
             let result = run_promotion_step(drivers, monitor, epoch, step).await;
@@ -340,7 +365,7 @@ pub async fn promote(
             break;
         }
     }
-    recorder.finish(started.elapsed().as_millis() as u64)
+    recorder
 }
 
 async fn run_demotion_step(drivers: &Drivers, urgent: bool, step: &Step) -> Result<(), String> {
@@ -444,4 +469,36 @@ pub async fn demote(drivers: &Drivers, urgent: bool) -> Vec<StepRecord> {
         }
     }
     recorder.finish(0).steps
+}
+
+/// How often a demotion is run again when the host still holds something.
+const DEMOTION_ATTEMPTS: u32 = 3;
+const DEMOTION_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Demotes, then reads the host back through the drivers; retries (urgently)
+/// while anything is still held. `Err` names what is left.
+pub async fn demote_until_clean(drivers: &Drivers, urgent: bool) -> Result<(), String> {
+    let mut urgent = urgent;
+    for attempt in 1..=DEMOTION_ATTEMPTS {
+        let steps = demote(drivers, urgent).await;
+        let holdings = drivers.observe().await;
+        if !holdings.holds_anything() {
+            return Ok(());
+        }
+        let failed: Vec<String> = steps
+            .iter()
+            .filter(|s| !s.ok)
+            .map(|s| format!("{}: {}", s.name, s.error.clone().unwrap_or_default()))
+            .collect();
+        tracing::error!(attempt, ?holdings, ?failed, "still holding after demotion");
+        urgent = true;
+        if attempt < DEMOTION_ATTEMPTS {
+            tokio::time::sleep(DEMOTION_RETRY_PAUSE).await;
+        } else {
+            return Err(format!(
+                "still held: {holdings:?}; failed steps: {failed:?}"
+            ));
+        }
+    }
+    unreachable!("the last attempt returns")
 }

@@ -94,6 +94,11 @@ pub struct StatusDocument {
     /// the role; absent when off (or on a witness, or unusable by timing).
     #[serde(default)]
     pub watchdog: Option<crate::watchdog::WatchdogStatus>,
+    /// Every worker of the agent (control loop, check monitor, reconciler,
+    /// garbage collector, alert delivery, Uptime Kuma push) and what it
+    /// last did.
+    #[serde(default)]
+    pub workers: Vec<crate::workers::WorkerStatus>,
     pub updated_unix_ms: u64,
 }
 
@@ -124,6 +129,7 @@ impl StatusDocument {
             switchover_pending: None,
             decider_blocked: None,
             watchdog: None,
+            workers: Vec::new(),
             updated_unix_ms: 0,
         }
     }

@@ -18,10 +18,13 @@ pub enum AlertKind {
     CheckDegraded,
     MaintenanceOn,
     MaintenanceOff,
+    /// The reconciler found the master lacking a resource and acquired it
+    /// again.
+    DriftRepaired,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 11] = [
+    pub const ALL: [AlertKind; 12] = [
         AlertKind::FailoverStarted,
         AlertKind::FailoverCompleted,
         AlertKind::FailoverFailed,
@@ -33,6 +36,7 @@ impl AlertKind {
         AlertKind::CheckDegraded,
         AlertKind::MaintenanceOn,
         AlertKind::MaintenanceOff,
+        AlertKind::DriftRepaired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +52,7 @@ impl AlertKind {
             AlertKind::CheckDegraded => "check_degraded",
             AlertKind::MaintenanceOn => "maintenance_on",
             AlertKind::MaintenanceOff => "maintenance_off",
+            AlertKind::DriftRepaired => "drift_repaired",
         }
     }
 
@@ -231,6 +236,27 @@ impl Event {
             format!("SPLIT-BRAIN ALARM: {detail}"),
         );
         event.fields.epoch = epoch;
+        event.fields.detail = Some(detail.to_string());
+        event
+    }
+
+    /// The reconciler found the master of `epoch` lacking what `detail`
+    /// names and acquired it again (or failed to, `ok` false).
+    pub fn drift_repaired(epoch: u64, detail: &str, ok: bool) -> Event {
+        let mut event = Event::new(
+            AlertKind::DriftRepaired,
+            if ok {
+                Severity::Warning
+            } else {
+                Severity::Critical
+            },
+            if ok {
+                format!("drift repaired on the master: {detail}")
+            } else {
+                format!("drift on the master NOT repaired: {detail}")
+            },
+        );
+        event.fields.epoch = Some(epoch);
         event.fields.detail = Some(detail.to_string());
         event
     }

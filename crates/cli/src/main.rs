@@ -12,11 +12,14 @@
 //! - this file: the commands, the agent, `status` and the control commands;
 //! - [`check`]: `mailherd check`, the node's fitness for its role;
 //! - [`db`]: `mailherd db ...`, MariaDB GTID replication;
+//! - [`gc`]: `mailherd gc`, the garbage collector (through the agent, or
+//!   on its own when the agent is down);
 //! - [`notify`]: `mailherd notify`, keepalived's notify handler;
 //! - [`render`]: `mailherd render keepalived|haproxy|postfix-gateway|dns`.
 
 mod check;
 mod db;
+mod gc;
 mod notify;
 mod render;
 
@@ -112,6 +115,12 @@ enum Command {
         #[command(subcommand)]
         command: db::DbCommand,
     },
+    /// Find (and remove) what nobody should hold: stale mounts, stray
+    /// floating addresses and stacks on non-masters, stale agent pid/lock
+    /// files, failover history older than the retention. Refuses to touch
+    /// a node whose agent says it is the master; with the agent down it
+    /// only reports, unless --force.
+    Gc(gc::GcArgs),
     /// Write configuration for other programs, matching this node's config.
     Render {
         #[command(subcommand)]
@@ -214,16 +223,16 @@ enum OnOff {
 
 /// Which agent a control command talks to, and with which token.
 #[derive(clap::Args)]
-struct ControlTarget {
+pub(crate) struct ControlTarget {
     #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Ask this API instead of the one in the config.
     #[arg(long)]
-    api: Option<String>,
+    pub(crate) api: Option<String>,
     /// The token file; default: the config's api.token_file, or the
     /// MAILHERD_TOKEN environment variable.
     #[arg(long)]
-    token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -284,6 +293,7 @@ fn main() -> ExitCode {
         Command::Tls { command } => tls(command),
         Command::Check(args) => return check::run(&args),
         Command::Notify(args) => notify::run(&args),
+        Command::Gc(args) => gc::run(&args),
         Command::Db { command } => db::run(command),
         Command::Render { command } => match command {
             RenderCommand::Keepalived(args) => render::keepalived(&args),
@@ -454,7 +464,7 @@ fn status(path: &Path, api: Option<&str>, json: bool) -> anyhow::Result<ExitCode
 }
 
 /// The API base URL and token for a control command.
-fn control_endpoint(target: &ControlTarget) -> anyhow::Result<(String, String)> {
+pub(crate) fn control_endpoint(target: &ControlTarget) -> anyhow::Result<(String, String)> {
     let config = match (&target.api, &target.token_file) {
         (Some(_), Some(_)) => None,
         _ => Some(
@@ -597,6 +607,30 @@ fn print_status(doc: &StatusDocument) {
             "{:<10} {:>4} {:<8} {:>8} {:<6} {}",
             m.name, m.id, m.kind, m.priority, m.ready, m.detail
         );
+    }
+    if !doc.workers.is_empty() {
+        println!("workers:");
+        for w in &doc.workers {
+            let last = w
+                .last_run_unix_ms
+                .map(|at| {
+                    let now = mailherd_agent::clock::Clock::new().unix_ms();
+                    format!("{:.1} s ago", now.saturating_sub(at) as f64 / 1_000.0)
+                })
+                .unwrap_or_else(|| "-".into());
+            let outcome = match (&w.last_error, &w.last_result) {
+                (Some(error), _) => format!("error: {error}"),
+                (None, Some(result)) => result.clone(),
+                (None, None) => String::new(),
+            };
+            println!(
+                "  {:<16} {:<8} {:>10}  {}",
+                w.name,
+                format!("{:?}", w.state).to_lowercase(),
+                last,
+                outcome
+            );
+        }
     }
     if !doc.history.is_empty() {
         println!("recent failovers:");

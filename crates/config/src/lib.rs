@@ -96,6 +96,12 @@ pub struct Config {
     /// db ...`, and a promotion step that makes the new master's writable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mariadb: Option<MariadbSection>,
+    /// The reconciler: how often the host is compared with the role.
+    #[serde(default)]
+    pub reconciler: ReconcilerSection,
+    /// The garbage collector: how often it runs, how long history is kept.
+    #[serde(default)]
+    pub gc: GcSection,
 }
 
 /// Who this node is.
@@ -999,6 +1005,75 @@ impl Config {
             .collect()
     }
 }
+
+/// `[reconciler]`: the worker that compares what the host holds (address,
+/// mounts, stack) with this node's role and repairs drift (design
+/// invariant 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcilerSection {
+    /// How often the host is read and compared; 0 turns the reconciler off.
+    #[serde(default = "default_reconcile_interval_ms")]
+    pub interval_ms: u64,
+}
+
+impl Default for ReconcilerSection {
+    fn default() -> Self {
+        ReconcilerSection {
+            interval_ms: default_reconcile_interval_ms(),
+        }
+    }
+}
+
+/// Every few seconds: a stray address on a backup is a split-brain risk,
+/// found within one interval; reading the host is a few syscalls.
+fn default_reconcile_interval_ms() -> u64 {
+    3_000
+}
+
+/// The shortest reconcile interval accepted: each round reads the mount
+/// table, the interface's addresses and the stack's state.
+pub const MIN_RECONCILE_INTERVAL_MS: u64 = 200;
+
+/// `[gc]`: the garbage collector (stale mounts, stray addresses and stacks
+/// on non-masters, stale agent files, old failover history).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcSection {
+    /// How often the worker runs; 0 leaves it to `mailherd gc`.
+    #[serde(default = "default_gc_interval_s")]
+    pub interval_s: u64,
+    /// Failover history entries older than this are dropped (never those
+    /// inside `cluster.breaker_window_s`, which the breaker counts).
+    #[serde(default = "default_history_retention_days")]
+    pub history_retention_days: u64,
+}
+
+impl Default for GcSection {
+    fn default() -> Self {
+        GcSection {
+            interval_s: default_gc_interval_s(),
+            history_retention_days: default_history_retention_days(),
+        }
+    }
+}
+
+impl GcSection {
+    pub fn history_retention_ms(&self) -> u64 {
+        self.history_retention_days.saturating_mul(86_400_000)
+    }
+}
+
+fn default_gc_interval_s() -> u64 {
+    300
+}
+
+fn default_history_retention_days() -> u64 {
+    30
+}
+
+/// The shortest garbage collection interval accepted.
+pub const MIN_GC_INTERVAL_S: u64 = 10;
 
 /// `[watchdog]`: how a killed or frozen agent's node is stopped before its
 /// lease ends (see `mailherd_core::watchdog`).

@@ -461,6 +461,41 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
         front::validate_dns(&mut c, section, config.gateway.is_some());
     }
 
+    // Reconciler and garbage collector: 0 is off, anything else has a floor.
+    for (key, value, min, zero_means) in [
+        (
+            "reconciler.interval_ms",
+            config.reconciler.interval_ms,
+            crate::MIN_RECONCILE_INTERVAL_MS,
+            "off",
+        ),
+        (
+            "gc.interval_s",
+            config.gc.interval_s,
+            crate::MIN_GC_INTERVAL_S,
+            "only `mailherd gc`",
+        ),
+    ] {
+        if value != 0 && value < min {
+            c.push(
+                key,
+                format!("must be 0 ({zero_means}) or at least {min} (got {value})"),
+            );
+        }
+    }
+    if config.gc.history_retention_days == 0 {
+        c.push("gc.history_retention_days", "must be at least 1");
+    } else if config.gc.history_retention_ms() / 1_000 < config.cluster.breaker_window_s {
+        c.push(
+            "gc.history_retention_days",
+            format!(
+                "{} days is shorter than cluster.breaker_window_s ({} s): the breaker counts \
+                 failovers from that history",
+                config.gc.history_retention_days, config.cluster.breaker_window_s
+            ),
+        );
+    }
+
     // Watchdog: only a mail node holds the role, so only there it matters.
     if !is_witness && config.watchdog.mode != WatchdogMode::Off {
         if let Err(error) = config.watchdog.timeout_ms(&config.cluster.timing().lease) {

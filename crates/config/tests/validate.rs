@@ -410,3 +410,64 @@ fn local_drivers_refuse_the_hetzner_ids_and_need_a_device() {
     assert_eq!(line, 42);
     assert!(message.contains("missing"), "{message}");
 }
+
+#[test]
+fn reconciler_and_gc_default_and_refuse_what_cannot_work() {
+    let config = parse(EXAMPLE).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(config.reconciler.interval_ms, 3_000);
+    assert_eq!(config.gc.interval_s, 300);
+    assert_eq!(config.gc.history_retention_days, 30);
+
+    let base_lines = EXAMPLE.lines().count();
+    for (section, key, line, needle) in [
+        (
+            "\n[reconciler]\ninterval_ms = 50\n",
+            "reconciler.interval_ms",
+            base_lines + 3,
+            "at least 200 (got 50)",
+        ),
+        (
+            "\n[gc]\ninterval_s = 2\n",
+            "gc.interval_s",
+            base_lines + 3,
+            "at least 10 (got 2)",
+        ),
+        (
+            "\n[gc]\nhistory_retention_days = 0\n",
+            "gc.history_retention_days",
+            base_lines + 3,
+            "at least 1",
+        ),
+        (
+            "\n[reconciler]\ninterval_ms = 3000\nevery = 2\n",
+            "reconciler.every",
+            base_lines + 4,
+            "unknown field",
+        ),
+    ] {
+        let (found_line, message) = problem_about(&format!("{EXAMPLE}{section}"), key);
+        assert_eq!(found_line, line, "{key}: {message}");
+        assert!(message.contains(needle), "{key}: {message}");
+    }
+
+    // The retention must cover the breaker's window, which counts
+    // failovers from that very history.
+    let long_window = EXAMPLE.replacen("[cluster]\n", "[cluster]\nbreaker_window_s = 864000\n", 1);
+    let (line, message) = problem_about(
+        &format!("{long_window}\n[gc]\nhistory_retention_days = 7\n"),
+        "gc.history_retention_days",
+    );
+    assert_eq!(line, long_window.lines().count() + 3);
+    assert!(
+        message.contains("shorter than cluster.breaker_window_s (864000 s)"),
+        "{message}"
+    );
+
+    // Zero turns either worker off.
+    let off = "\n[reconciler]\ninterval_ms = 0\n\n[gc]\ninterval_s = 0\n";
+    let config = parse(&format!("{EXAMPLE}{off}")).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(
+        (config.reconciler.interval_ms, config.gc.interval_s),
+        (0, 0)
+    );
+}

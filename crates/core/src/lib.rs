@@ -14,6 +14,9 @@
 //!   demote, release, self-fence before the lease runs out.
 //! - [`checks`]: rise/fall counters and the Operational/Degraded/Down verdict.
 //! - [`pipeline`]: records of promotion and demotion steps.
+//! - [`reconcile`]: what the reconciler and the garbage collector do about
+//!   what the host really holds (invariant 4), and which history entries
+//!   may go.
 //! - [`watchdog`]: when the master arms and pets its watchdog, so that a
 //!   killed or frozen agent's node is reset before its lease ends.
 //! - [`sim`]: a simulated cluster (decider + holders + a lossy log) used by the
@@ -25,6 +28,7 @@ pub mod handover;
 pub mod holder;
 pub mod lease;
 pub mod pipeline;
+pub mod reconcile;
 pub mod state;
 pub mod watchdog;
 

@@ -209,6 +209,15 @@ pub enum Command {
     SetMember { member: MemberInfo },
     /// Takes a member out of the directory; refused while it holds the role.
     RemoveMember { node: NodeId },
+    /// The garbage collector drops history entries assigned before
+    /// `before_unix_ms`. `apply` never drops an entry inside
+    /// `breaker_window_ms` of `at_unix_ms` (the breaker counts them) nor the
+    /// newest entry, whatever the proposer computed.
+    PruneHistory {
+        before_unix_ms: u64,
+        breaker_window_ms: u64,
+        at_unix_ms: u64,
+    },
 }
 
 /// A member as the replicated directory knows it.
@@ -449,6 +458,17 @@ impl ClusterState {
                 self.health.remove(node);
                 Ok(())
             }
+            Command::PruneHistory {
+                before_unix_ms,
+                breaker_window_ms,
+                at_unix_ms,
+            } => {
+                let keep_since =
+                    (*before_unix_ms).min(at_unix_ms.saturating_sub(*breaker_window_ms));
+                let prune = crate::reconcile::prunable_history(&self.history, keep_since);
+                self.history.retain(|r| !prune.contains(&r.epoch));
+                Ok(())
+            }
         }
     }
 
@@ -589,6 +609,49 @@ mod tests {
         }
         assert_eq!(state.history.len(), HISTORY_LIMIT);
         assert_eq!(state.history.front().unwrap().epoch, 11);
+    }
+
+    /// Assignments at the given wall-clock times, epochs 1, 2, ...
+    fn history_at(times: &[u64]) -> ClusterState {
+        let mut state = ClusterState::default();
+        for (i, at) in times.iter().enumerate() {
+            let epoch = i as u64 + 1;
+            let mut command = assign(1, epoch, epoch - 1, 0);
+            if let Command::Assign { at_unix_ms, .. } = &mut command {
+                *at_unix_ms = *at;
+            }
+            state.apply(&command).unwrap();
+        }
+        state
+    }
+
+    fn epochs(state: &ClusterState) -> Vec<Epoch> {
+        state.history.iter().map(|r| r.epoch).collect()
+    }
+
+    #[test]
+    fn pruning_history_spares_the_breaker_window_and_the_newest_entry() {
+        let hour = 3_600_000;
+        let mut state = history_at(&[hour, 2 * hour, 10 * hour, 11 * hour]);
+        // A proposer that asks for everything before 12 h to go, with a
+        // 3 h breaker window: 10 h and 11 h are inside the window and stay.
+        let prune = Command::PruneHistory {
+            before_unix_ms: 12 * hour,
+            breaker_window_ms: 3 * hour,
+            at_unix_ms: 12 * hour,
+        };
+        assert_eq!(state.apply(&prune), Ok(()));
+        assert_eq!(epochs(&state), vec![3, 4]);
+        assert_eq!(state.failovers_since(9 * hour), 2);
+        // Everything is old: the newest entry stays all the same.
+        let mut state = history_at(&[hour, 2 * hour]);
+        let prune = Command::PruneHistory {
+            before_unix_ms: 100 * hour,
+            breaker_window_ms: hour,
+            at_unix_ms: 100 * hour,
+        };
+        assert_eq!(state.apply(&prune), Ok(()));
+        assert_eq!(epochs(&state), vec![2]);
     }
 
     #[test]

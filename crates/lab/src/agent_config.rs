@@ -74,6 +74,8 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         gateway: None,
         dns: None,
         mariadb: None,
+        reconciler: Default::default(),
+        gc: Default::default(),
         services: None,
         checks: Vec::new(),
         // The whole lab runs its peer channel over mTLS; `up` makes the
