@@ -12,11 +12,13 @@
 //! - [`locate`]: maps a dotted key back to its line in the source text;
 //! - [`preset`]: `[preset]` (mailcow, classic) expanded into the services
 //!   driver and checks it stands for;
-//! - [`alerts`]: `[alerts]`, its channels, and `[uptime_kuma]`.
+//! - [`alerts`]: `[alerts]`, its channels, and `[uptime_kuma]`;
+//! - [`signup`]: `[signup]`, the self-service signup service and its backend.
 
 pub mod alerts;
 pub mod locate;
 pub mod preset;
+pub mod signup;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -27,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use alerts::{AlertsSection, ChannelKind, ChannelSection, UptimeKumaSection};
 pub use preset::{PresetName, PresetSection};
+pub use signup::{DovecotBackendSection, MailcowBackendSection, SignupBackend, SignupSection};
 pub use validate::{Problem, Problems};
 
 /// The default place of the config file.
@@ -74,6 +77,10 @@ pub struct Config {
     /// Heartbeats to an Uptime Kuma push monitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime_kuma: Option<UptimeKumaSection>,
+    /// The self-service signup service (`mailherd signup`); the agent
+    /// ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signup: Option<SignupSection>,
 }
 
 /// Who this node is.

@@ -11,6 +11,7 @@ use std::path::Path;
 
 mod alerts;
 mod services;
+mod signup;
 
 use crate::locate;
 use crate::{
@@ -443,6 +444,11 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
     }
     if let Some(section) = &config.uptime_kuma {
         alerts::validate_uptime_kuma(&mut c, section);
+    }
+
+    // Self-service signup.
+    if let Some(section) = &config.signup {
+        signup::validate_signup(&mut c, section);
     }
 
     // Watchdog: only a mail node holds the role, so only there it matters.
