@@ -17,7 +17,8 @@ fn the_packaged_examples_validate() {
     assert_eq!(signup.backend, SignupBackend::Mailcow);
     assert!(mailcow.hetzner.is_some());
 
-    let classic = parse(CLASSIC_WITNESS).unwrap_or_else(|p| panic!("classic-2-nodes-witness.toml:\n{p}"));
+    let classic =
+        parse(CLASSIC_WITNESS).unwrap_or_else(|p| panic!("classic-2-nodes-witness.toml:\n{p}"));
     assert_eq!(classic.members.len(), 3);
     assert_eq!(
         classic.signup.as_ref().map(|s| s.backend),
@@ -33,7 +34,11 @@ fn refused(from: &str, to: &str, key: &str, line_start: &str, needle: &str) {
     let text = CLASSIC_WITNESS.replacen(from, to, 1);
     let (line, message) = problem_about(&text, key);
     let signup = line_starting(&text, "[signup]", 1);
-    assert_eq!(line, line_starting(&text, line_start, signup), "line of {key}");
+    assert_eq!(
+        line,
+        line_starting(&text, line_start, signup),
+        "line of {key}"
+    );
     assert!(message.contains(needle), "{message:?} lacks {needle:?}");
 }
 
@@ -53,8 +58,20 @@ fn broken_signup_sections_name_line_and_key() {
         "domains =",
         "lower case",
     );
-    refused("per_ip_limit = 3", "per_ip_limit = 0", "signup.per_ip_limit", "per_ip_limit", "at least 1");
-    refused("global_limit = 30", "global_limit = 2", "signup.global_limit", "global_limit", "per_ip_limit (3)");
+    refused(
+        "per_ip_limit = 3",
+        "per_ip_limit = 0",
+        "signup.per_ip_limit",
+        "per_ip_limit",
+        "at least 1",
+    );
+    refused(
+        "global_limit = 30",
+        "global_limit = 2",
+        "signup.global_limit",
+        "global_limit",
+        "per_ip_limit (3)",
+    );
     refused(
         "quota_mib = 1024\n",
         "quota_mib = 1024\nmin_password_length = 4\n",
@@ -99,5 +116,11 @@ fn an_unknown_signup_key_is_named_by_the_parser() {
     let problems = parse(&text).expect_err("an unknown key");
     let text_of = problems.to_string();
     assert!(text_of.contains("quota_mb"), "{text_of}");
-    assert!(text_of.starts_with(&format!("node.toml:{}:", line_starting(&text, "quota_mb", 1))), "{text_of}");
+    assert!(
+        text_of.starts_with(&format!(
+            "node.toml:{}:",
+            line_starting(&text, "quota_mb", 1)
+        )),
+        "{text_of}"
+    );
 }

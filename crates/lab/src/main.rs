@@ -103,6 +103,11 @@ enum Command {
         /// Keep what was built when `up` fails (for a post-mortem).
         #[arg(long)]
         keep_on_failure: bool,
+        /// Run the self-service signup service (`mailherd signup`, dovecot
+        /// backend) on every mail node; its URL on the floating IP is
+        /// `signup` in `status --json` (`--stack mail` only).
+        #[arg(long)]
+        signup: bool,
     },
     /// Show every node's role (asked from inside the node's namespace).
     Status {
@@ -253,6 +258,9 @@ enum Command {
         stack: Option<Stack>,
         #[arg(long, default_value_t = 1000)]
         agent_restart_delay_ms: u64,
+        /// Also run `mailherd signup` with the agent's config.
+        #[arg(long)]
+        signup: bool,
     },
     /// The banner server of `--stack banner` (started by the node's stack.sh).
     #[command(hide = true)]
@@ -296,11 +304,19 @@ enum MailCommand {
         subject: String,
         #[arg(long)]
         body: Option<String>,
+        /// Another recipient (an account made through the signup service).
+        #[arg(long)]
+        to: Option<String>,
     },
     /// IMAP on the floating IP: the subjects in the lab mailbox's INBOX.
     List {
         #[arg(long)]
         json: bool,
+        /// Log in as another account (with --password).
+        #[arg(long, requires = "password")]
+        user: Option<String>,
+        #[arg(long, requires = "user")]
+        password: Option<String>,
     },
 }
 
@@ -327,6 +343,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             agent_bin,
             wait_secs,
             keep_on_failure,
+            signup,
         } => commands::up::run(commands::up::UpOptions {
             nodes,
             witnesses: witness,
@@ -336,6 +353,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             agent_bin,
             wait: Duration::from_secs(wait_secs),
             keep_on_failure,
+            signup,
         }),
         Command::Status { json } => commands::status::run(json),
         Command::Fail {
@@ -394,11 +412,16 @@ fn run(command: Command) -> anyhow::Result<()> {
         }),
         Command::Exec { node, command } => commands::exec::run(&node, &command),
         Command::Mail {
-            command: MailCommand::Send { subject, body },
-        } => commands::client::send(&subject, body.as_deref()),
+            command: MailCommand::Send { subject, body, to },
+        } => commands::client::send(&subject, body.as_deref(), to.as_deref()),
         Command::Mail {
-            command: MailCommand::List { json },
-        } => commands::client::list(json),
+            command:
+                MailCommand::List {
+                    json,
+                    user,
+                    password,
+                },
+        } => commands::client::list(json, user.zip(password)),
         Command::NodeInit {
             node,
             dir,
@@ -407,6 +430,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             manager,
             stack,
             agent_restart_delay_ms,
+            signup,
         } => node::node_init(node::NodeInit {
             node,
             dir,
@@ -415,6 +439,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             manager,
             stack,
             agent_restart_delay: ms(agent_restart_delay_ms),
+            signup,
         }),
         Command::Banner {
             listen,

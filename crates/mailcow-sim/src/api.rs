@@ -169,7 +169,11 @@ async fn add_mailbox(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
         .filter(|m| m.domain == domain)
         .collect();
     if in_domain.len() as u64 >= settings.max_mailboxes {
-        return danger(json!(["max_mailbox_exceeded", in_domain.len(), settings.max_mailboxes]));
+        return danger(json!([
+            "max_mailbox_exceeded",
+            in_domain.len(),
+            settings.max_mailboxes
+        ]));
     }
     if quota_mib > settings.max_quota_mib {
         return danger(json!(["mailbox_quota_exceeded", settings.max_quota_mib]));
@@ -229,7 +233,11 @@ async fn get_domain(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -
         return Json(json!({})).into_response();
     };
     let state = shared.lock();
-    let in_domain: Vec<&Mailbox> = state.mailboxes.values().filter(|m| m.domain == id).collect();
+    let in_domain: Vec<&Mailbox> = state
+        .mailboxes
+        .values()
+        .filter(|m| m.domain == id)
+        .collect();
     let used: u64 = in_domain.iter().map(|m| m.quota_mib).sum();
     Json(json!({
         "domain_name": settings.name,
@@ -247,9 +255,24 @@ async fn get_domain(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -
 /// them: every service of the reference, running.
 async fn containers() -> Response {
     let services = [
-        "unbound", "mysql", "redis", "clamd", "rspamd", "php-fpm", "sogo", "dovecot",
-        "postfix", "postfix-tlspol", "memcached", "nginx", "acme", "netfilter", "watchdog",
-        "dockerapi", "olefy", "ofelia",
+        "unbound",
+        "mysql",
+        "redis",
+        "clamd",
+        "rspamd",
+        "php-fpm",
+        "sogo",
+        "dovecot",
+        "postfix",
+        "postfix-tlspol",
+        "memcached",
+        "nginx",
+        "acme",
+        "netfilter",
+        "watchdog",
+        "dockerapi",
+        "olefy",
+        "ofelia",
     ];
     let mut all = serde_json::Map::new();
     for service in services {

@@ -42,32 +42,69 @@ fn mailbox(local: &str, password2: &str, quota: u64) -> String {
 
 /// The `msg` of the one entry of a 200 reply, and its `type`.
 fn entry(status: StatusCode, body: &Value) -> (String, Value) {
-    assert_eq!(status, StatusCode::OK, "mailcow answers 200 even on failure: {body}");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "mailcow answers 200 even on failure: {body}"
+    );
     let entries = body.as_array().expect("an array of entries");
     assert_eq!(entries.len(), 1);
-    (entries[0]["type"].as_str().unwrap().to_string(), entries[0]["msg"].clone())
+    (
+        entries[0]["type"].as_str().unwrap().to_string(),
+        entries[0]["msg"].clone(),
+    )
 }
 
 #[tokio::test]
 async fn add_mailbox_answers_200_with_success_or_danger() {
     let sim = start(|_| {}).await;
     let (status, body) = add(&sim, "rw", &mailbox("alice", "secret1", 50)).await;
-    assert_eq!(entry(status, &body), ("success".into(), json!(["mailbox_added", "alice@d.tld"])));
+    assert_eq!(
+        entry(status, &body),
+        ("success".into(), json!(["mailbox_added", "alice@d.tld"]))
+    );
     // The log masks the passwords.
     assert!(!body.to_string().contains("secret1"), "{body}");
 
     let cases = [
-        (mailbox("alice", "secret1", 50), json!(["object_exists", "alice@d.tld"])),
-        (mailbox("info", "secret1", 50), json!(["is_alias", "info@d.tld"])),
+        (
+            mailbox("alice", "secret1", 50),
+            json!(["object_exists", "alice@d.tld"]),
+        ),
+        (
+            mailbox("info", "secret1", 50),
+            json!(["is_alias", "info@d.tld"]),
+        ),
         (mailbox("bob", "other12", 50), json!(["password_mismatch"])),
-        (mailbox("bob", "secret1", 101), json!(["mailbox_quota_exceeded", 100])),
-        (mailbox("bob", "secret1", 101).replace("\"bob\"", "\"b b\""), json!(["mailbox_invalid", "b b@d.tld"])),
-        (mailbox("bob", "secret1", 50).replace("d.tld", "x.tld"), json!(["domain_not_found", "x.tld"])),
-        (mailbox("bob", "secret1", 50).replace("d.tld", "-x"), json!(["domain_invalid"])),
-        (mailbox("bob", "secret1", 50).replace("secret1", "s1"), json!(["password_complexity"])),
+        (
+            mailbox("bob", "secret1", 101),
+            json!(["mailbox_quota_exceeded", 100]),
+        ),
+        (
+            mailbox("bob", "secret1", 101).replace("\"bob\"", "\"b b\""),
+            json!(["mailbox_invalid", "b b@d.tld"]),
+        ),
+        (
+            mailbox("bob", "secret1", 50).replace("d.tld", "x.tld"),
+            json!(["domain_not_found", "x.tld"]),
+        ),
+        (
+            mailbox("bob", "secret1", 50).replace("d.tld", "-x"),
+            json!(["domain_invalid"]),
+        ),
+        (
+            mailbox("bob", "secret1", 50).replace("secret1", "s1"),
+            json!(["password_complexity"]),
+        ),
         // 150 MiB in the domain, 50 used.
-        (mailbox("bob", "secret1", 100).replace("\"100\"", "\"100\""), json!(["mailbox_added", "bob@d.tld"])),
-        (mailbox("carol", "secret1", 1), json!(["max_mailbox_exceeded", 2, 2])),
+        (
+            mailbox("bob", "secret1", 100).replace("\"100\"", "\"100\""),
+            json!(["mailbox_added", "bob@d.tld"]),
+        ),
+        (
+            mailbox("carol", "secret1", 1),
+            json!(["max_mailbox_exceeded", 2, 2]),
+        ),
     ];
     for (request, expected) in cases {
         let (status, body) = add(&sim, "rw", &request).await;
@@ -85,7 +122,10 @@ async fn the_quota_left_in_the_domain_is_enforced() {
     let (status, body) = add(&sim, "rw", &mailbox("a", "secret1", 100)).await;
     assert_eq!(entry(status, &body).0, "success");
     let (status, body) = add(&sim, "rw", &mailbox("b", "secret1", 60)).await;
-    assert_eq!(entry(status, &body).1, json!(["mailbox_quota_left_exceeded", 50]));
+    assert_eq!(
+        entry(status, &body).1,
+        json!(["mailbox_quota_left_exceeded", 50])
+    );
 }
 
 #[tokio::test]
@@ -93,7 +133,10 @@ async fn keys_allow_list_and_bad_json() {
     let sim = start(|_| {}).await;
     let (status, body) = add(&sim, "wrong", &mailbox("a", "secret1", 1)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(body, json!({"type": "error", "msg": "authentication failed"}));
+    assert_eq!(
+        body,
+        json!({"type": "error", "msg": "authentication failed"})
+    );
     let (status, body) = add(&sim, "ro", &mailbox("a", "secret1", 1)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["type"], "error");

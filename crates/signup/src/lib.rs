@@ -164,7 +164,10 @@ impl Service {
         let key = token_key(section)?;
         let backend = match section.backend {
             SignupBackend::Mailcow => {
-                let mailcow = section.mailcow.as_ref().expect("validated: [signup.mailcow]");
+                let mailcow = section
+                    .mailcow
+                    .as_ref()
+                    .expect("validated: [signup.mailcow]");
                 let api_key = std::fs::read_to_string(&mailcow.api_key_file)
                     .map_err(|source| SignupError::Read {
                         what: "the mailcow API key file",
@@ -186,7 +189,10 @@ impl Service {
                 ))
             }
             SignupBackend::Dovecot => Backend::Dovecot(backend::dovecot::DovecotBackend::new(
-                section.dovecot.clone().expect("validated: [signup.dovecot]"),
+                section
+                    .dovecot
+                    .clone()
+                    .expect("validated: [signup.dovecot]"),
             )),
         };
         let agents = if section.agents.is_empty() {
@@ -309,12 +315,11 @@ impl Service {
                 409,
                 json!({"error": "exists", "address": address, "message": format!("{address} already exists")}),
             ),
-            Err(error @ BackendError::DomainFull { .. }) => {
-                Outcome::new(409, json!({"error": "domain_full", "message": error.to_string()}))
-            }
-            Err(BackendError::Refused { field, message }) => {
-                Outcome::invalid_field(field, message)
-            }
+            Err(error @ BackendError::DomainFull { .. }) => Outcome::new(
+                409,
+                json!({"error": "domain_full", "message": error.to_string()}),
+            ),
+            Err(BackendError::Refused { field, message }) => Outcome::invalid_field(field, message),
             Err(BackendError::NotMaster(message)) => {
                 tracing::warn!(%message, "signup refused: no master here");
                 Outcome::new(503, json!({"error": "no_master", "message": message}))
@@ -367,7 +372,9 @@ impl Service {
                 let dovecot = dovecot.clone();
                 tokio::task::spawn_blocking(move || dovecot.create(&new))
                     .await
-                    .map_err(|error| BackendError::Failed(format!("the file writer failed: {error}")))?
+                    .map_err(|error| {
+                        BackendError::Failed(format!("the file writer failed: {error}"))
+                    })?
             }
         }
     }

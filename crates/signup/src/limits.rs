@@ -95,13 +95,26 @@ mod tests {
         let start = Instant::now();
         let mut limits = RateLimits::new(2, 10, Duration::from_secs(60));
         assert!(limits.attempt(ip(1), start).is_ok());
-        assert!(limits.attempt(ip(1), start + Duration::from_secs(10)).is_ok());
-        let refused = limits.attempt(ip(1), start + Duration::from_secs(20)).unwrap_err();
-        assert_eq!(refused, Refusal::PerIp { retry_after: Duration::from_secs(40) });
+        assert!(limits
+            .attempt(ip(1), start + Duration::from_secs(10))
+            .is_ok());
+        let refused = limits
+            .attempt(ip(1), start + Duration::from_secs(20))
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            Refusal::PerIp {
+                retry_after: Duration::from_secs(40)
+            }
+        );
         // Another client is not affected.
-        assert!(limits.attempt(ip(2), start + Duration::from_secs(20)).is_ok());
+        assert!(limits
+            .attempt(ip(2), start + Duration::from_secs(20))
+            .is_ok());
         // The first attempt leaves the window.
-        assert!(limits.attempt(ip(1), start + Duration::from_secs(60)).is_ok());
+        assert!(limits
+            .attempt(ip(1), start + Duration::from_secs(60))
+            .is_ok());
     }
 
     #[test]
@@ -115,6 +128,8 @@ mod tests {
             limits.attempt(ip(4), start),
             Err(Refusal::Global { .. })
         ));
-        assert!(limits.attempt(ip(4), start + Duration::from_secs(61)).is_ok());
+        assert!(limits
+            .attempt(ip(4), start + Duration::from_secs(61))
+            .is_ok());
     }
 }

@@ -30,7 +30,10 @@ impl Agent {
         match authority.strip_prefix('[') {
             // [v6]:port
             Some(v6) => v6.split(']').next().unwrap_or(v6),
-            None => authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority),
+            None => authority
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(authority),
         }
     }
 }

@@ -11,33 +11,165 @@ use serde::Serialize;
 /// Local parts nobody may sign up for: the addresses RFC 2142 and mail
 /// operations reserve, and names that would let an account pose as staff.
 const RESERVED_LOCAL_PARTS: &[&str] = &[
-    "abuse", "admin", "administrator", "hostmaster", "info", "mailer-daemon", "noc",
-    "no-reply", "noreply", "postmaster", "root", "security", "support", "webmaster", "www",
+    "abuse",
+    "admin",
+    "administrator",
+    "hostmaster",
+    "info",
+    "mailer-daemon",
+    "noc",
+    "no-reply",
+    "noreply",
+    "postmaster",
+    "root",
+    "security",
+    "support",
+    "webmaster",
+    "www",
 ];
 
 /// Passwords that are refused whatever their length: the most common
 /// ones of public breach lists (lower case; compared case-insensitively).
 /// `signup.weak_passwords_file` adds more.
 const KNOWN_WEAK_PASSWORDS: &[&str] = &[
-    "123456", "password", "12345678", "qwerty", "123456789", "12345", "1234", "111111",
-    "1234567", "dragon", "123123", "baseball", "abc123", "football", "monkey", "letmein",
-    "696969", "shadow", "master", "666666", "qwertyuiop", "123321", "mustang", "1234567890",
-    "michael", "654321", "superman", "1qaz2wsx", "7777777", "121212", "000000", "qazwsx",
-    "123qwe", "killer", "trustno1", "jordan", "jennifer", "zxcvbnm", "asdfgh", "hunter",
-    "buster", "soccer", "harley", "batman", "andrew", "tigger", "sunshine", "iloveyou",
-    "2000", "charlie", "robert", "thomas", "hockey", "ranger", "daniel", "starwars",
-    "klaster", "112233", "george", "computer", "michelle", "jessica", "pepper", "1111",
-    "zxcvbn", "555555", "11111111", "131313", "freedom", "777777", "pass", "maggie",
-    "159753", "aaaaaa", "ginger", "princess", "joshua", "cheese", "amanda", "summer",
-    "love", "ashley", "nicole", "chelsea", "biteme", "matthew", "access", "yankees",
-    "987654321", "dallas", "austin", "thunder", "taylor", "matrix", "password1",
-    "password123", "passw0rd", "p@ssw0rd", "p@ssword", "qwerty123", "qwertyuiop123",
-    "1q2w3e4r", "1q2w3e4r5t", "1q2w3e4r5t6y", "welcome", "welcome1", "welcome123",
-    "changeme", "letmein123", "administrator", "admin123", "iloveyou123", "abcdefgh",
-    "abcd1234", "abc12345", "a1b2c3d4", "aa123456", "secret", "secret123", "mailbox",
-    "email123", "0123456789", "9876543210", "1234512345", "qwertzuiop", "asdfghjkl",
-    "asdfasdf", "zaq12wsx", "!qaz2wsx", "football1", "baseball1", "superman1",
-    "sunshine1", "princess1", "dragon123", "monkey123", "whatever", "trustno1!",
+    "123456",
+    "password",
+    "12345678",
+    "qwerty",
+    "123456789",
+    "12345",
+    "1234",
+    "111111",
+    "1234567",
+    "dragon",
+    "123123",
+    "baseball",
+    "abc123",
+    "football",
+    "monkey",
+    "letmein",
+    "696969",
+    "shadow",
+    "master",
+    "666666",
+    "qwertyuiop",
+    "123321",
+    "mustang",
+    "1234567890",
+    "michael",
+    "654321",
+    "superman",
+    "1qaz2wsx",
+    "7777777",
+    "121212",
+    "000000",
+    "qazwsx",
+    "123qwe",
+    "killer",
+    "trustno1",
+    "jordan",
+    "jennifer",
+    "zxcvbnm",
+    "asdfgh",
+    "hunter",
+    "buster",
+    "soccer",
+    "harley",
+    "batman",
+    "andrew",
+    "tigger",
+    "sunshine",
+    "iloveyou",
+    "2000",
+    "charlie",
+    "robert",
+    "thomas",
+    "hockey",
+    "ranger",
+    "daniel",
+    "starwars",
+    "klaster",
+    "112233",
+    "george",
+    "computer",
+    "michelle",
+    "jessica",
+    "pepper",
+    "1111",
+    "zxcvbn",
+    "555555",
+    "11111111",
+    "131313",
+    "freedom",
+    "777777",
+    "pass",
+    "maggie",
+    "159753",
+    "aaaaaa",
+    "ginger",
+    "princess",
+    "joshua",
+    "cheese",
+    "amanda",
+    "summer",
+    "love",
+    "ashley",
+    "nicole",
+    "chelsea",
+    "biteme",
+    "matthew",
+    "access",
+    "yankees",
+    "987654321",
+    "dallas",
+    "austin",
+    "thunder",
+    "taylor",
+    "matrix",
+    "password1",
+    "password123",
+    "passw0rd",
+    "p@ssw0rd",
+    "p@ssword",
+    "qwerty123",
+    "qwertyuiop123",
+    "1q2w3e4r",
+    "1q2w3e4r5t",
+    "1q2w3e4r5t6y",
+    "welcome",
+    "welcome1",
+    "welcome123",
+    "changeme",
+    "letmein123",
+    "administrator",
+    "admin123",
+    "iloveyou123",
+    "abcdefgh",
+    "abcd1234",
+    "abc12345",
+    "a1b2c3d4",
+    "aa123456",
+    "secret",
+    "secret123",
+    "mailbox",
+    "email123",
+    "0123456789",
+    "9876543210",
+    "1234512345",
+    "qwertzuiop",
+    "asdfghjkl",
+    "asdfasdf",
+    "zaq12wsx",
+    "!qaz2wsx",
+    "football1",
+    "baseball1",
+    "superman1",
+    "sunshine1",
+    "princess1",
+    "dragon123",
+    "monkey123",
+    "whatever",
+    "trustno1!",
 ];
 
 /// The rules of one signup service.
@@ -146,13 +278,22 @@ impl Policy {
             );
         }
         if request.password.chars().any(char::is_control) {
-            reason("password", "must not contain control characters".to_string());
+            reason(
+                "password",
+                "must not contain control characters".to_string(),
+            );
         }
         if name.chars().count() > MAX_NAME_LENGTH {
-            reason("name", format!("is too long: at most {MAX_NAME_LENGTH} characters"));
+            reason(
+                "name",
+                format!("is too long: at most {MAX_NAME_LENGTH} characters"),
+            );
         }
         if name.chars().any(|c| c.is_control() || c == ':') {
-            reason("name", "must not contain control characters or `:`".to_string());
+            reason(
+                "name",
+                "must not contain control characters or `:`".to_string(),
+            );
         }
         if !reasons.is_empty() {
             return Err(reasons);
@@ -183,7 +324,10 @@ pub fn check_local_part(local: &str) -> Result<(), String> {
         return Err("must not be empty".to_string());
     }
     if local.len() > 64 {
-        return Err(format!("is too long: {} characters, at most 64", local.len()));
+        return Err(format!(
+            "is too long: {} characters, at most 64",
+            local.len()
+        ));
     }
     if let Some(bad) = local
         .chars()
@@ -222,7 +366,12 @@ mod tests {
     }
 
     fn fields(result: Result<Account, Vec<Reason>>) -> Vec<&'static str> {
-        result.err().unwrap_or_default().iter().map(|r| r.field).collect()
+        result
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.field)
+            .collect()
     }
 
     #[test]
@@ -246,18 +395,37 @@ mod tests {
 
     #[test]
     fn local_part_syntax() {
-        for bad in ["", "a..b", ".a", "a.", "a b", "a+b", "ä", "a@b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "a..b",
+            ".a",
+            "a.",
+            "a b",
+            "a+b",
+            "ä",
+            "a@b",
+            &"x".repeat(65),
+        ] {
             assert!(check_local_part(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["a", "a.b", "a-b_c", "x1", &"x".repeat(64)] {
             assert!(check_local_part(good).is_ok(), "{good:?} refused");
         }
-        assert_eq!(fields(policy().check(&request("postmaster", "example.net", "tr0ub4dor&3x"))), ["local_part"]);
+        assert_eq!(
+            fields(policy().check(&request("postmaster", "example.net", "tr0ub4dor&3x"))),
+            ["local_part"]
+        );
     }
 
     #[test]
     fn weak_passwords_are_refused_whatever_their_case() {
-        for weak in ["Password123", "qwertyuiop", "correct-horse", "aaaaaaaaaaaa", "alice.b.c.d"] {
+        for weak in [
+            "Password123",
+            "qwertyuiop",
+            "correct-horse",
+            "aaaaaaaaaaaa",
+            "alice.b.c.d",
+        ] {
             let result = policy().check(&request("alice.b.c.d", "example.net", weak));
             assert_eq!(fields(result), ["password"], "{weak} accepted");
         }

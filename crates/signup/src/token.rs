@@ -101,7 +101,8 @@ impl Tokens {
             return Err(TokenError::Expired);
         }
         let max_age = self.max_age_s;
-        self.used.retain(|_, issued| now.saturating_sub(*issued) <= max_age);
+        self.used
+            .retain(|_, issued| now.saturating_sub(*issued) <= max_age);
         if self.used.insert(nonce.to_string(), issued).is_some() {
             return Err(TokenError::Reused);
         }
@@ -121,7 +122,10 @@ mod tests {
     fn a_token_works_once_between_min_and_max_age() {
         let mut tokens = tokens();
         let token = tokens.issue(1_000);
-        assert_eq!(tokens.redeem(&token, 1_001), Err(TokenError::TooEarly { wait_s: 2 }));
+        assert_eq!(
+            tokens.redeem(&token, 1_001),
+            Err(TokenError::TooEarly { wait_s: 2 })
+        );
         assert_eq!(tokens.redeem(&token, 1_003), Ok(()));
         assert_eq!(tokens.redeem(&token, 1_004), Err(TokenError::Reused));
         let old = tokens.issue(1_000);
@@ -136,7 +140,10 @@ mod tests {
         let forged = token.replacen("1000", "900", 1);
         assert_eq!(tokens.redeem(&forged, 1_010), Err(TokenError::BadSignature));
         let other_key = Tokens::new(b"another key 16 b".to_vec(), 3, 600).issue(1_000);
-        assert_eq!(tokens.redeem(&other_key, 1_010), Err(TokenError::BadSignature));
+        assert_eq!(
+            tokens.redeem(&other_key, 1_010),
+            Err(TokenError::BadSignature)
+        );
         assert_eq!(tokens.redeem("", 1_010), Err(TokenError::Missing));
         assert_eq!(tokens.redeem("1.2", 1_010), Err(TokenError::Malformed));
         assert_eq!(tokens.redeem("x.y.z", 1_010), Err(TokenError::Malformed));

@@ -111,8 +111,12 @@ async fn submit_form(
     let domain = input.domain.clone();
     let outcome = service.signup(client.ip(), input).await;
     let status = status_of(&outcome);
-    let created = (outcome.status == 201)
-        .then(|| outcome.body["address"].as_str().unwrap_or_default().to_string());
+    let created = (outcome.status == 201).then(|| {
+        outcome.body["address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    });
     let (token, _) = service.issue_token();
     let mut response = render(
         FormPage {

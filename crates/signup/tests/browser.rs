@@ -40,7 +40,11 @@ async fn start() -> (String, mailherd_mailcow_sim::SimHandle, tempfile::TempDir)
     let service = mailherd_signup::Service::from_config(&config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(mailherd_signup::run(service, listener, std::future::pending()));
+    tokio::spawn(mailherd_signup::run(
+        service,
+        listener,
+        std::future::pending(),
+    ));
     (url, sim, dir)
 }
 
@@ -51,7 +55,12 @@ async fn dump_dom(url: &str, profile: &Path) -> String {
     // Blocking: Chromium runs while the service answers on the runtime.
     let output = tokio::task::spawn_blocking(move || {
         Command::new(CHROMIUM)
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+            ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("--dump-dom")
             .arg(url)
@@ -60,7 +69,11 @@ async fn dump_dom(url: &str, profile: &Path) -> String {
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "chromium: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -113,7 +126,12 @@ fn urlencoded(fields: &[(&str, String)]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_form_submission_shows_reasons_then_the_new_address() {
     let (url, sim, _dir) = start().await;
-    let page = reqwest::get(format!("{url}/")).await.unwrap().text().await.unwrap();
+    let page = reqwest::get(format!("{url}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let token = page
         .split("name=\"token\" value=\"")
         .nth(1)
@@ -166,7 +184,10 @@ async fn the_form_submission_shows_reasons_then_the_new_address() {
     ])
     .await;
     assert_eq!(status, 201, "{page}");
-    assert!(page.contains("<strong>alice@example.org</strong> is ready"), "{page}");
+    assert!(
+        page.contains("<strong>alice@example.org</strong> is ready"),
+        "{page}"
+    );
     let made = sim.mailboxes();
     assert_eq!(made["alice@example.org"].name, "Alice <Example>");
 }

@@ -88,7 +88,11 @@ async fn serve(config: &Config) -> String {
     let service = Service::from_config(config).unwrap_or_else(|e| panic!("{e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(mailherd_signup::run(service, listener, std::future::pending()));
+    tokio::spawn(mailherd_signup::run(
+        service,
+        listener,
+        std::future::pending(),
+    ));
     url
 }
 
@@ -134,7 +138,13 @@ async fn mailcow_sim(configure: impl FnOnce(&mut SimConfig)) -> SimHandle {
 
 /// A mailcow-backed service on `sim` with API key `key`; `{master}` in the
 /// URL, so the agent lookup decides where requests go.
-async fn mailcow_service(sim: &SimHandle, agent: &FakeAgent, key: &str, extra: &str, dir: &Path) -> String {
+async fn mailcow_service(
+    sim: &SimHandle,
+    agent: &FakeAgent,
+    key: &str,
+    extra: &str,
+    dir: &Path,
+) -> String {
     let key_file = dir.join("api-key");
     std::fs::write(&key_file, format!("{key}\n")).unwrap();
     let section = format!(
@@ -149,7 +159,11 @@ async fn mailcow_service(sim: &SimHandle, agent: &FakeAgent, key: &str, extra: &
 fn reasons(body: &Value) -> Vec<String> {
     body["reasons"]
         .as_array()
-        .map(|r| r.iter().map(|r| r["field"].as_str().unwrap().to_string()).collect())
+        .map(|r| {
+            r.iter()
+                .map(|r| r["field"].as_str().unwrap().to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -164,7 +178,9 @@ async fn mailcow_backend_makes_mailboxes_and_reads_mailcows_refusals() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["address"], "alice@example.net");
     let made = sim.mailboxes();
-    let alice = made.get("alice@example.net").expect("mailcow has the mailbox");
+    let alice = made
+        .get("alice@example.net")
+        .expect("mailcow has the mailbox");
     assert_eq!(alice.name, "Test User");
     assert_eq!(alice.quota_mib, 1024, "the default quota_mib");
 
@@ -196,11 +212,24 @@ async fn the_services_own_domain_quota_is_counted_in_mailcow() {
     let dir = tempfile::tempdir().unwrap();
     let agent = fake_agent(true).await;
     let sim = mailcow_sim(|_| {}).await;
-    let url = mailcow_service(&sim, &agent, KEY, "max_mailboxes_per_domain = 1", dir.path()).await;
-    assert_eq!(signup(&url, "one", "example.net", "tr0ub4dor&3x").await.0, StatusCode::CREATED);
+    let url = mailcow_service(
+        &sim,
+        &agent,
+        KEY,
+        "max_mailboxes_per_domain = 1",
+        dir.path(),
+    )
+    .await;
+    assert_eq!(
+        signup(&url, "one", "example.net", "tr0ub4dor&3x").await.0,
+        StatusCode::CREATED
+    );
     let (status, body) = signup(&url, "two", "example.net", "tr0ub4dor&3x").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("maximum of 1"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("maximum of 1"),
+        "{body}"
+    );
     assert_eq!(sim.mailboxes().len(), 1, "nothing was sent to mailcow");
 }
 
@@ -221,7 +250,11 @@ async fn a_wrong_key_a_read_only_key_and_the_allow_list_are_backend_errors() {
         .await;
         let url = mailcow_service(&sim, &agent, key, "", dir.path()).await;
         let (status, body) = signup(&url, "alice", "example.net", "tr0ub4dor&3x").await;
-        assert_eq!(status, StatusCode::BAD_GATEWAY, "key {key}, allow {allow:?}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::BAD_GATEWAY,
+            "key {key}, allow {allow:?}: {body}"
+        );
         assert_eq!(body["error"], "backend");
         // The client is told nothing of keys; the operator reads the log.
         assert!(!body.to_string().contains(key), "{body}");
@@ -268,7 +301,8 @@ async fn invalid_input_gets_422_with_every_reason() {
     assert_eq!(reasons(&body), ["website"]);
 
     // No token, a forged one, a used one.
-    let mut request = json!({"local_part": "eve", "domain": "example.net", "password": "tr0ub4dor&3x"});
+    let mut request =
+        json!({"local_part": "eve", "domain": "example.net", "password": "tr0ub4dor&3x"});
     assert_eq!(reasons(&post(&url, &request).await.1), ["token"]);
     request["token"] = json!("1.00.AAAA");
     assert_eq!(reasons(&post(&url, &request).await.1), ["token"]);
@@ -326,8 +360,14 @@ async fn rate_limits_answer_429_with_retry_after() {
     );
     let url = serve(&config(&agent, &section)).await;
     // Failed attempts count too.
-    assert_eq!(signup(&url, "alice", "example.net", "weak").await.0, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(signup(&url, "alice", "example.net", "tr0ub4dor&3x").await.0, StatusCode::CREATED);
+    assert_eq!(
+        signup(&url, "alice", "example.net", "weak").await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        signup(&url, "alice", "example.net", "tr0ub4dor&3x").await.0,
+        StatusCode::CREATED
+    );
     let response = reqwest::Client::new()
         .post(format!("{url}/api/signup"))
         .json(&json!({"local_part": "bob", "domain": "example.net",
@@ -336,7 +376,11 @@ async fn rate_limits_answer_429_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry > 0 && retry <= 3600, "Retry-After {retry}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "rate_limited");
@@ -367,10 +411,19 @@ async fn dovecot_backend_writes_passwd_file_map_and_maildir() {
     let fields: Vec<&str> = users.trim_end().split(':').collect();
     assert_eq!(fields[0], "alice@example.net");
     assert!(fields[1].starts_with("{SSHA512}"), "{users}");
-    assert!(!users.contains("tr0ub4dor"), "the password is stored hashed");
+    assert!(
+        !users.contains("tr0ub4dor"),
+        "the password is stored hashed"
+    );
     assert_eq!(fields[4], "Test User");
-    assert_eq!(fields[5], format!("{}/vmail/example.net/alice", dir.path().display()));
-    assert!(users.contains("userdb_quota_rule=*:storage=1024M"), "{users}");
+    assert_eq!(
+        fields[5],
+        format!("{}/vmail/example.net/alice", dir.path().display())
+    );
+    assert!(
+        users.contains("userdb_quota_rule=*:storage=1024M"),
+        "{users}"
+    );
     let map = std::fs::read_to_string(dir.path().join("accounts/vmailbox")).unwrap();
     assert_eq!(map, "alice@example.net example.net/alice/\n");
     assert!(dir.path().join("vmail/example.net/alice/new").is_dir());
@@ -382,8 +435,14 @@ async fn dovecot_backend_writes_passwd_file_map_and_maildir() {
     agent.master.store(false, Ordering::SeqCst);
     let (status, body) = signup(&url, "bob", "example.net", "tr0ub4dor&3x").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("not the master"), "{body}");
-    assert_eq!(std::fs::read_to_string(dir.path().join("accounts/users")).unwrap(), users);
+    assert!(
+        body["message"].as_str().unwrap().contains("not the master"),
+        "{body}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("accounts/users")).unwrap(),
+        users
+    );
 }
 
 #[tokio::test]
@@ -394,7 +453,10 @@ async fn dovecot_backend_without_the_volume_refuses() {
     let url = serve(&config(&agent, &dovecot_section(dir.path(), "texthash"))).await;
     let (status, body) = signup(&url, "alice", "example.net", "tr0ub4dor&3x").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("volume"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("volume"),
+        "{body}"
+    );
 }
 
 /// Concurrent writers — separate backends, as separate processes would
@@ -412,7 +474,10 @@ fn concurrent_dovecot_writers_lose_nothing() {
         mail_root: dir.path().join("vmail"),
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),
-        postfix_map: Some(format!("texthash:{}/accounts/vmailbox", dir.path().display())),
+        postfix_map: Some(format!(
+            "texthash:{}/accounts/vmailbox",
+            dir.path().display()
+        )),
     };
     let threads: Vec<_> = (0..24)
         .map(|i| {
@@ -435,7 +500,12 @@ fn concurrent_dovecot_writers_lose_nothing() {
     let made = results.iter().filter(|r| r.is_ok()).count();
     let full = results
         .iter()
-        .filter(|r| matches!(r, Err(mailherd_signup::backend::BackendError::DomainFull { .. })))
+        .filter(|r| {
+            matches!(
+                r,
+                Err(mailherd_signup::backend::BackendError::DomainFull { .. })
+            )
+        })
         .count();
     assert_eq!((made, full), (20, 4), "{results:?}");
     let users = std::fs::read_to_string(&section.users_file).unwrap();
@@ -444,6 +514,9 @@ fn concurrent_dovecot_writers_lose_nothing() {
     assert_eq!(map.lines().count(), 20);
     for result in results.iter().flatten() {
         assert!(users.contains(&format!("{result}:")), "{result} lost");
-        assert!(map.contains(&format!("{result} ")), "{result} lost from the map");
+        assert!(
+            map.contains(&format!("{result} ")),
+            "{result} lost from the map"
+        );
     }
 }

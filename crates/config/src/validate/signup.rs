@@ -21,7 +21,10 @@ pub(super) fn validate_signup(c: &mut Collector<'_>, signup: &SignupSection) {
         } else if domain.parse::<std::net::IpAddr>().is_ok() || !domain.contains('.') {
             c.push(key, format!("`{domain}` is not a mail domain"));
         } else if domain.to_ascii_lowercase() != *domain {
-            c.push(key, format!("write it in lower case (`{}`)", domain.to_ascii_lowercase()));
+            c.push(
+                key,
+                format!("write it in lower case (`{}`)", domain.to_ascii_lowercase()),
+            );
         } else if !seen.insert(domain.clone()) {
             c.push(key, format!("`{domain}` is offered twice"));
         }
@@ -59,7 +62,10 @@ pub(super) fn validate_signup(c: &mut Collector<'_>, signup: &SignupSection) {
     if signup.token_max_age_s < 60 {
         c.push(
             "signup.token_max_age_s",
-            format!("must be at least 60 (got {}): people need time to fill the form", signup.token_max_age_s),
+            format!(
+                "must be at least 60 (got {}): people need time to fill the form",
+                signup.token_max_age_s
+            ),
         );
     } else if signup.token_min_age_s >= signup.token_max_age_s {
         c.push(
@@ -129,12 +135,18 @@ fn check_postfix_map(c: &mut Collector<'_>, map: &str) {
     match map.split_once(':') {
         Some((kind, path)) if POSTFIX_MAP_TYPES.contains(&kind) => {
             if !path.starts_with('/') {
-                c.push(key, format!("the map's path must be absolute (got {path:?})"));
+                c.push(
+                    key,
+                    format!("the map's path must be absolute (got {path:?})"),
+                );
             }
         }
         Some((kind, _)) => c.push(
             key,
-            format!("unknown map type `{kind}` (use one of: {})", POSTFIX_MAP_TYPES.join(", ")),
+            format!(
+                "unknown map type `{kind}` (use one of: {})",
+                POSTFIX_MAP_TYPES.join(", ")
+            ),
         ),
         None => c.push(
             key,

@@ -68,6 +68,10 @@ struct StatusJson<'a> {
     nodes: Vec<NodeJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mail: Option<MailJson<'a>>,
+    /// `up --signup` only: the signup service's base URL on the floating IP
+    /// (the master's instance: the form at `/`, `POST /api/signup`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signup: Option<String>,
     /// `--cloud hetzner-sim` only: design §7's `cloud` object, exactly.
     #[serde(skip_serializing_if = "Option::is_none")]
     cloud: Option<CloudJson<'a>>,
@@ -329,6 +333,13 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
         mail: state.mail.as_ref().map(|account| MailJson {
             user: &account.user,
             password: &account.password,
+        }),
+        signup: state.signup.then(|| {
+            format!(
+                "http://{}:{}",
+                state.floating_ip,
+                crate::topology::SIGNUP_PORT
+            )
         }),
         cloud: state.hetzner_sim.as_ref().map(|cloud| CloudJson {
             api: &cloud.api_url,

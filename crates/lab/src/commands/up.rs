@@ -47,6 +47,8 @@ pub struct UpOptions {
     pub agent_bin: Option<PathBuf>,
     pub wait: Duration,
     pub keep_on_failure: bool,
+    /// Run `mailherd signup` on every mail node.
+    pub signup: bool,
 }
 
 pub fn run(options: UpOptions) -> Result<()> {
@@ -106,6 +108,12 @@ pub fn run(options: UpOptions) -> Result<()> {
 
 /// What a keepalived lab cannot do, refused before anything is made.
 fn refuse_unsupported_combinations(options: &UpOptions) -> Result<()> {
+    if options.signup && (options.stack != Stack::Mail || options.manager.is_keepalived()) {
+        bail!(
+            "--signup needs --stack mail and --manager mailherd: the signup service makes \
+             Dovecot accounts on the shared volume of a mailherd cluster"
+        );
+    }
     if !options.manager.is_keepalived() {
         return Ok(());
     }
@@ -216,6 +224,7 @@ fn plan(options: &UpOptions, agent_bin: PathBuf, lab_bin: PathBuf) -> LabState {
         agent_bin,
         lab_bin,
         mail,
+        signup: options.signup,
         nodes,
         lab_dir,
     }

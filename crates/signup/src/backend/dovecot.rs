@@ -132,8 +132,11 @@ impl DovecotBackend {
             home = home.display(),
             quota = new.quota_mib,
         );
-        replace_atomically(&section.users_file, &format!("{}{line}", with_newline(&users)))
-            .map_err(|e| failed("cannot write", &section.users_file, e))?;
+        replace_atomically(
+            &section.users_file,
+            &format!("{}{line}", with_newline(&users)),
+        )
+        .map_err(|e| failed("cannot write", &section.users_file, e))?;
         tracing::info!(%address, users_file = %section.users_file.display(), "mailbox added");
         Ok(address)
     }

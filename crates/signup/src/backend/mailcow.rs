@@ -139,9 +139,9 @@ pub fn interpret(address: &str, url: &str, body: &Value) -> Result<String, Backe
         let (code, args) = message(&entry["msg"]);
         return Err(failure_of(address, &code, &args, url));
     }
-    let added = entries.iter().any(|entry| {
-        entry["type"] == "success" && message(&entry["msg"]).0 == "mailbox_added"
-    });
+    let added = entries
+        .iter()
+        .any(|entry| entry["type"] == "success" && message(&entry["msg"]).0 == "mailbox_added");
     if added {
         Ok(address.to_string())
     } else {
@@ -175,7 +175,9 @@ fn failure_of(address: &str, code: &str, args: &[String], url: &str) -> BackendE
         },
         "max_mailbox_exceeded" | "mailbox_quota_left_exceeded" => BackendError::DomainFull {
             domain: domain.to_string(),
-            limit: format!("mailcow: {code} {}", args.join(" ")).trim().to_string(),
+            limit: format!("mailcow: {code} {}", args.join(" "))
+                .trim()
+                .to_string(),
         },
         "domain_not_found" | "domain_invalid" => BackendError::Refused {
             field: "domain",
@@ -196,7 +198,10 @@ fn failure_of(address: &str, code: &str, args: &[String], url: &str) -> BackendE
         "access_denied" => BackendError::Failed(format!(
             "{url}: access_denied: the API key may not add mailboxes"
         )),
-        other => BackendError::Failed(format!("{url}: mailcow refused: {other} {}", args.join(" "))),
+        other => BackendError::Failed(format!(
+            "{url}: mailcow refused: {other} {}",
+            args.join(" ")
+        )),
     }
 }
 
@@ -236,23 +241,62 @@ mod tests {
         let ok = json!([{"type": "success", "log": [], "msg": ["mailbox_added", "a@d.tld"]}]);
         assert_eq!(interpret("a@d.tld", URL, &ok), Ok("a@d.tld".to_string()));
         let other = json!([{"type": "success", "msg": ["something_else"]}]);
-        assert!(matches!(interpret("a@d.tld", URL, &other), Err(BackendError::Failed(_))));
-        assert!(matches!(interpret("a@d.tld", URL, &json!([])), Err(BackendError::Failed(_))));
+        assert!(matches!(
+            interpret("a@d.tld", URL, &other),
+            Err(BackendError::Failed(_))
+        ));
+        assert!(matches!(
+            interpret("a@d.tld", URL, &json!([])),
+            Err(BackendError::Failed(_))
+        ));
     }
 
     #[test]
     fn failure_codes_map_to_what_the_client_is_told() {
         let fail = |code: &str| {
-            interpret("a@d.tld", URL, &json!([{"type": "danger", "msg": [code, "x"]}])).unwrap_err()
+            interpret(
+                "a@d.tld",
+                URL,
+                &json!([{"type": "danger", "msg": [code, "x"]}]),
+            )
+            .unwrap_err()
         };
-        assert_eq!(fail("object_exists"), BackendError::Exists { address: "a@d.tld".into() });
-        assert_eq!(fail("is_alias"), BackendError::Exists { address: "a@d.tld".into() });
-        assert!(matches!(fail("max_mailbox_exceeded"), BackendError::DomainFull { .. }));
-        assert!(matches!(fail("password_complexity"), BackendError::Refused { field: "password", .. }));
-        assert!(matches!(fail("domain_not_found"), BackendError::Refused { field: "domain", .. }));
+        assert_eq!(
+            fail("object_exists"),
+            BackendError::Exists {
+                address: "a@d.tld".into()
+            }
+        );
+        assert_eq!(
+            fail("is_alias"),
+            BackendError::Exists {
+                address: "a@d.tld".into()
+            }
+        );
+        assert!(matches!(
+            fail("max_mailbox_exceeded"),
+            BackendError::DomainFull { .. }
+        ));
+        assert!(matches!(
+            fail("password_complexity"),
+            BackendError::Refused {
+                field: "password",
+                ..
+            }
+        ));
+        assert!(matches!(
+            fail("domain_not_found"),
+            BackendError::Refused {
+                field: "domain",
+                ..
+            }
+        ));
         assert!(matches!(fail("access_denied"), BackendError::Failed(_)));
         // `error` counts as failure too, and a bare string msg is read.
         let error = json!({"type": "error", "msg": "object_exists"});
-        assert!(matches!(interpret("a@d.tld", URL, &error), Err(BackendError::Exists { .. })));
+        assert!(matches!(
+            interpret("a@d.tld", URL, &error),
+            Err(BackendError::Exists { .. })
+        ));
     }
 }

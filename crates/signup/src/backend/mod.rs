@@ -29,7 +29,10 @@ pub enum BackendError {
     DomainFull { domain: String, limit: String },
     /// The backend refused the input (its own rules are stricter).
     #[error("{field}: {message}")]
-    Refused { field: &'static str, message: String },
+    Refused {
+        field: &'static str,
+        message: String,
+    },
     /// Writes must go to the master, and there is none (or this node is
     /// not it).
     #[error("{0}")]
