@@ -157,7 +157,7 @@ async fn add_mailbox(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
     };
 
     let mut state = shared.lock();
-    if settings.aliases.iter().any(|alias| *alias == address) {
+    if settings.aliases.contains(&address) {
         return danger(json!(["is_alias", address]));
     }
     if state.mailboxes.contains_key(&address) {

@@ -98,7 +98,7 @@ async fn add_mailbox_answers_200_with_success_or_danger() {
         ),
         // 150 MiB in the domain, 50 used.
         (
-            mailbox("bob", "secret1", 100).replace("\"100\"", "\"100\""),
+            mailbox("bob", "secret1", 100),
             json!(["mailbox_added", "bob@d.tld"]),
         ),
         (

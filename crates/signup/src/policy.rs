@@ -311,7 +311,7 @@ impl Policy {
         self.weak_passwords.contains(&lower)
             || (!local_part.is_empty() && lower == local_part)
             // One character repeated ("aaaaaaaaaa") or a plain run of digits.
-            || lower.chars().all(|c| Some(c) == lower.chars().next())
+            || lower.chars().all(|c| lower.starts_with(c))
     }
 }
 
