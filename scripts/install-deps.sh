@@ -26,6 +26,9 @@ packages=(
     chromium
     # The /metrics test parses the exposition with the reference parser.
     python3-prometheus-client
+    # scripts/package.sh strips the binary and reads its glibc needs
+    # (binutils); the packaging test renders the man page with `man -l`.
+    binutils man-db
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -227,9 +227,9 @@ pub async fn run_pass(pass: GcPass<'_>) -> GcReport {
         matches!(
             g,
             Garbage::StaleMount { .. }
-            | Garbage::StrayAddress
-            | Garbage::StackOnBackup
-            | Garbage::WritableDatabase
+                | Garbage::StrayAddress
+                | Garbage::StackOnBackup
+                | Garbage::WritableDatabase
         )
     });
     let host_result = if pass.dry_run || !host_found {
@@ -244,15 +244,13 @@ pub async fn run_pass(pass: GcPass<'_>) -> GcReport {
         } else {
             match &garbage {
                 Garbage::StaleMount { .. }
-            | Garbage::StrayAddress
-            | Garbage::StackOnBackup
-            | Garbage::WritableDatabase => {
-                    match &host_result {
-                        Some(Ok(())) => "removed".to_string(),
-                        Some(Err(left)) => format!("failed: {left}"),
-                        None => "removed".to_string(),
-                    }
-                }
+                | Garbage::StrayAddress
+                | Garbage::StackOnBackup
+                | Garbage::WritableDatabase => match &host_result {
+                    Some(Ok(())) => "removed".to_string(),
+                    Some(Err(left)) => format!("failed: {left}"),
+                    None => "removed".to_string(),
+                },
                 Garbage::StaleFile { path } => match remove_stale_file(Path::new(path)) {
                     Ok(()) => "removed".to_string(),
                     Err(error) => format!("failed: {error}"),

@@ -15,10 +15,12 @@
 //! - [`gc`]: `mailherd gc`, the garbage collector (through the agent, or
 //!   on its own when the agent is down);
 //! - [`notify`]: `mailherd notify`, keepalived's notify handler;
-//! - [`render`]: `mailherd render keepalived|haproxy|postfix-gateway|dns`.
+//! - [`render`]: `mailherd render keepalived|haproxy|postfix-gateway|dns`;
+//! - [`docs`]: `mailherd man` and `mailherd completions` (for packaging).
 
 mod check;
 mod db;
+mod docs;
 mod gc;
 mod notify;
 mod render;
@@ -125,6 +127,24 @@ enum Command {
     Render {
         #[command(subcommand)]
         command: RenderCommand,
+    },
+    /// Run the self-service signup web service of the config's [signup]
+    /// section (a form at /, POST /api/signup), until SIGTERM or SIGINT.
+    Signup {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Print the man page mailherd(1), in roff (`man -l -` reads it).
+    #[command(hide = true)]
+    Man,
+    /// Print shell completions for SHELL.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -301,6 +321,11 @@ fn main() -> ExitCode {
             RenderCommand::PostfixGateway(args) => render::postfix_gateway(&args),
             RenderCommand::Dns(args) => render::dns(&args),
         },
+        Command::Signup { config, log_json } => run_signup(&config, log_json),
+        Command::Man => docs::man(&mut <Cli as clap::CommandFactory>::command()),
+        Command::Completions { shell } => {
+            docs::completions(shell, &mut <Cli as clap::CommandFactory>::command())
+        }
     };
     match result {
         Ok(code) => code,
@@ -406,6 +431,41 @@ fn run_agent(path: &Path, log_json: bool) -> anyhow::Result<ExitCode> {
     runtime.shutdown_timeout(Duration::from_secs(2));
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_signup(path: &Path, log_json: bool) -> anyhow::Result<ExitCode> {
+    let config = load(path).with_context(|| format!("loading {}", path.display()))?;
+    let Some(section) = &config.signup else {
+        bail!(
+            "{}: no [signup] section: `mailherd signup` needs one (listen, backend, domains)",
+            path.display()
+        );
+    };
+    let listen = section.listen;
+    init_logging(log_json);
+    let service = mailherd_signup::Service::from_config(&config)
+        .with_context(|| format!("starting the signup service of {}", path.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (signup.listen)"))?;
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        };
+        mailherd_signup::run(service, listener, shutdown).await?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// The backstop behind the agent's own bounded shutdown: whatever is

@@ -17,12 +17,14 @@
 //!   of the cluster (the `mailherd render` commands read them).
 //! - [`mariadb`]: `[mariadb]` and its `[[mariadb.nodes]]` (GTID
 //!   replication between the nodes' MariaDB servers).
+//! - [`signup`]: `[signup]`, the self-service signup service and its backend.
 
 pub mod alerts;
 pub mod front;
 pub mod locate;
 pub mod mariadb;
 pub mod preset;
+pub mod signup;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -35,6 +37,7 @@ pub use alerts::{AlertsSection, ChannelKind, ChannelSection, UptimeKumaSection};
 pub use front::{DnsSection, GatewaySection, HaproxySection, HaproxyTls, TcpService};
 pub use mariadb::{MariadbNode, MariadbSection, ReplicationMode};
 pub use preset::{PresetName, PresetSection};
+pub use signup::{DovecotBackendSection, MailcowBackendSection, SignupBackend, SignupSection};
 pub use validate::{Problem, Problems};
 
 /// The default place of the config file.
@@ -102,6 +105,10 @@ pub struct Config {
     /// The garbage collector: how often it runs, how long history is kept.
     #[serde(default)]
     pub gc: GcSection,
+    /// The self-service signup service (`mailherd signup`); the agent
+    /// ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signup: Option<SignupSection>,
 }
 
 /// Who this node is.

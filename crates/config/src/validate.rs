@@ -13,6 +13,7 @@ mod alerts;
 mod front;
 mod mariadb;
 mod services;
+mod signup;
 
 use crate::locate;
 use crate::{
@@ -494,6 +495,11 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
                 config.gc.history_retention_days, config.cluster.breaker_window_s
             ),
         );
+    }
+
+    // Self-service signup.
+    if let Some(section) = &config.signup {
+        signup::validate_signup(&mut c, section);
     }
 
     // Watchdog: only a mail node holds the role, so only there it matters.

@@ -76,6 +76,7 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         mariadb: None,
         reconciler: Default::default(),
         gc: Default::default(),
+        signup: None,
         services: None,
         checks: Vec::new(),
         // The whole lab runs its peer channel over mTLS; `up` makes the
@@ -123,8 +124,49 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         config.gateway = state.gateway.is_some().then(crate::front::gateway_section);
         config.services = Some(crate::stack::services_section(state, node));
         config.checks = crate::stack::checks(state.stack);
+        if state.signup {
+            config.signup = Some(signup_section(state));
+        }
     }
     Ok(config)
+}
+
+/// `up --signup`: `mailherd signup` on every mail node, making Dovecot
+/// accounts on the shared volume (only the master's instance writes: the
+/// others answer 503). Limits a test can reach: 6 attempts per client in
+/// an hour, a token usable after 1 s.
+fn signup_section(state: &LabState) -> mailherd_config::SignupSection {
+    use mailherd_config::{DovecotBackendSection, SignupBackend, SignupSection};
+    SignupSection {
+        listen: SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::UNSPECIFIED,
+            crate::topology::SIGNUP_PORT,
+        )),
+        backend: SignupBackend::Dovecot,
+        domains: vec![crate::topology::MAIL_DOMAIN.to_string()],
+        max_mailboxes_per_domain: 50,
+        quota_mib: 64,
+        min_password_length: 10,
+        weak_passwords_file: None,
+        per_ip_limit: 6,
+        global_limit: 100,
+        rate_window_s: 3_600,
+        token_min_age_s: 1,
+        token_max_age_s: 600,
+        token_key_file: None,
+        agents: Vec::new(),
+        mailcow: None,
+        dovecot: Some(DovecotBackendSection {
+            users_file: crate::stack::users_file(state),
+            mail_root: state.volume.mount_point.join("vmail"),
+            uid: crate::topology::VMAIL_UID,
+            gid: crate::topology::VMAIL_UID,
+            postfix_map: Some(format!(
+                "hash:{}",
+                crate::stack::postfix_map_file(state).display()
+            )),
+        }),
+    }
 }
 
 /// Moves the node's floating IP and volume to the `hetzner` drivers against

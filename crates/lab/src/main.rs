@@ -115,6 +115,11 @@ enum Command {
         /// by `mailherd render postfix-gateway`.
         #[arg(long)]
         gateway: bool,
+        /// Run the self-service signup service (`mailherd signup`, dovecot
+        /// backend) on every mail node; its URL on the floating IP is
+        /// `signup` in `status --json` (`--stack mail` only).
+        #[arg(long)]
+        signup: bool,
     },
     /// Show every node's role (asked from inside the node's namespace).
     Status {
@@ -269,6 +274,9 @@ enum Command {
         stack: Option<Stack>,
         #[arg(long, default_value_t = 1000)]
         agent_restart_delay_ms: u64,
+        /// Also run `mailherd signup` with the agent's config.
+        #[arg(long)]
+        signup: bool,
     },
     /// The banner server of `--stack banner` (started by the node's stack.sh).
     #[command(hide = true)]
@@ -315,11 +323,19 @@ enum MailCommand {
         /// Through HAProxy or the mail gateway instead of the floating IP.
         #[arg(long, value_enum, default_value = "floating-ip")]
         via: commands::client::Via,
+        /// Another recipient (an account made through the signup service).
+        #[arg(long)]
+        to: Option<String>,
     },
     /// IMAP on the floating IP: the subjects in the lab mailbox's INBOX.
     List {
         #[arg(long)]
         json: bool,
+        /// Log in as another account (with --password).
+        #[arg(long, requires = "password")]
+        user: Option<String>,
+        #[arg(long, requires = "user")]
+        password: Option<String>,
     },
 }
 
@@ -348,6 +364,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             keep_on_failure,
             haproxy,
             gateway,
+            signup,
         } => commands::up::run(commands::up::UpOptions {
             nodes,
             witnesses: witness,
@@ -359,6 +376,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             keep_on_failure,
             haproxy,
             gateway,
+            signup,
         }),
         Command::Status { json } => commands::status::run(json),
         Command::Fail {
@@ -417,11 +435,22 @@ fn run(command: Command) -> anyhow::Result<()> {
         }),
         Command::Exec { node, command } => commands::exec::run(&node, &command),
         Command::Mail {
-            command: MailCommand::Send { subject, body, via },
-        } => commands::client::send(&subject, body.as_deref(), via),
+            command:
+                MailCommand::Send {
+                    subject,
+                    body,
+                    via,
+                    to,
+                },
+        } => commands::client::send(&subject, body.as_deref(), via, to.as_deref()),
         Command::Mail {
-            command: MailCommand::List { json },
-        } => commands::client::list(json),
+            command:
+                MailCommand::List {
+                    json,
+                    user,
+                    password,
+                },
+        } => commands::client::list(json, user.zip(password)),
         Command::NodeInit {
             node,
             dir,
@@ -430,6 +459,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             manager,
             stack,
             agent_restart_delay_ms,
+            signup,
         } => node::node_init(node::NodeInit {
             node,
             dir,
@@ -438,6 +468,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             manager,
             stack,
             agent_restart_delay: ms(agent_restart_delay_ms),
+            signup,
         }),
         Command::Banner {
             listen,

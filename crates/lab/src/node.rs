@@ -65,6 +65,9 @@ pub fn boot(state: &LabState, node: &NodeState) -> Result<()> {
     // Witnesses run no mail stack, so they get none of its private mounts.
     if node.is_mail() {
         command.args(["--stack", state.stack.name()]);
+        if state.signup {
+            command.arg("--signup");
+        }
     }
     command
         .stdin(Stdio::null())
@@ -237,6 +240,10 @@ pub struct NodeInit {
     /// Pause before restarting an agent (or keepalived) that exited, like
     /// systemd's RestartSec.
     pub agent_restart_delay: Duration,
+    /// Also run `mailherd signup` with the agent's config (`up --signup`),
+    /// restarted like the agent. Inside the node it sees the volume when
+    /// the node mounts it, which its dovecot backend needs.
+    pub signup: bool,
 }
 
 /// Runs as PID 1 of a node, forever.
@@ -253,8 +260,22 @@ pub fn node_init(init: NodeInit) -> Result<()> {
     }
     let name = init.manager.process_name();
     let mut agent = spawn_agent(&init);
+    let mut signup = init.signup.then(|| spawn_signup(&init)).flatten();
     loop {
+        if init.signup && signup.is_none() {
+            signup = spawn_signup(&init);
+        }
         match waitpid(None::<Pid>, None) {
+            Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))
+                if Some(pid) == signup =>
+            {
+                log(
+                    &init.node,
+                    &format!("signup service (pid {pid}) ended; restarting it"),
+                );
+                signup = None;
+                std::thread::sleep(init.agent_restart_delay);
+            }
             Ok(WaitStatus::Exited(pid, code)) if Some(pid) == agent => {
                 log(
                     &init.node,
@@ -440,6 +461,44 @@ fn manager_command(init: &NodeInit) -> Command {
         }
     }
     command
+}
+
+/// Starts `mailherd signup --config CONFIG` with its output appended to
+/// `<node>/signup.log`.
+fn spawn_signup(init: &NodeInit) -> Option<Pid> {
+    let log_path = init.dir.join("signup.log");
+    let spawned = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .and_then(|log| {
+            Command::new(&init.agent_bin)
+                .arg("signup")
+                .arg("--config")
+                .arg(&init.config)
+                .env("NO_COLOR", "1")
+                .current_dir(&init.dir)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+        });
+    match spawned {
+        Ok(child) => {
+            log(
+                &init.node,
+                &format!("signup service started (pid {})", child.id()),
+            );
+            Some(Pid::from_raw(child.id() as i32))
+        }
+        Err(error) => {
+            log(
+                &init.node,
+                &format!("cannot start the signup service: {error}"),
+            );
+            None
+        }
+    }
 }
 
 /// Starts the agent (or keepalived) with its output appended to

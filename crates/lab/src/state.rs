@@ -137,6 +137,10 @@ pub struct LabState {
     pub lab_bin: PathBuf,
     /// The lab mailbox (`--stack mail` only).
     pub mail: Option<MailAccount>,
+    /// `up --signup`: every mail node runs `mailherd signup` (dovecot
+    /// backend) beside its agent.
+    #[serde(default)]
+    pub signup: bool,
     pub nodes: Vec<NodeState>,
 }
 
@@ -364,6 +368,7 @@ pub(crate) mod tests {
                 user: "alice@lab.test".into(),
                 password: "pw".into(),
             }),
+            signup: false,
             nodes: plan_nodes(2, 1)
                 .iter()
                 .map(|plan| NodeState::from_plan(plan, lab_dir))

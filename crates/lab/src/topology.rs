@@ -49,6 +49,9 @@ pub const PEER_PORT: u16 = 7400;
 pub const API_PORT: u16 = 7401;
 pub const SMTP_PORT: u16 = 25;
 pub const IMAP_PORT: u16 = 143;
+/// The signup service of `up --signup` (on every mail node; the floating
+/// IP reaches the master's).
+pub const SIGNUP_PORT: u16 = 8080;
 /// Accepted `--nodes` and `--witness` ranges.
 pub const MAIL_NODES: std::ops::RangeInclusive<usize> = 2..=7;
 pub const WITNESSES: std::ops::RangeInclusive<usize> = 0..=2;

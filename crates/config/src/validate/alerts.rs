@@ -25,7 +25,7 @@ fn keys_of_kind(kind: ChannelKind) -> &'static [&'static str] {
 }
 
 /// An `http://` or `https://` URL with a host.
-fn check_http_url(c: &mut Collector<'_>, key: String, url: &str) {
+pub(super) fn check_http_url(c: &mut Collector<'_>, key: String, url: &str) {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));

@@ -74,23 +74,29 @@ fn mailbox(state: &LabState) -> Result<&MailAccount> {
         .context("this lab runs the banner stack; mail needs `mailherd-lab up --stack mail`")
 }
 
-pub fn send(subject: &str, body: Option<&str>, via: Via) -> Result<()> {
+pub fn send(subject: &str, body: Option<&str>, via: Via, to: Option<&str>) -> Result<()> {
     let state = LabState::load_current()?;
     let account = mailbox(&state)?;
     let address = smtp_address(&state, via)?;
+    let to = to.unwrap_or(&account.user);
     let body = body
         .map(str::to_string)
         .unwrap_or_else(|| format!("Sent by mailherd-lab at {}.\n", crate::probe::wall_clock()));
     let reply = crate::netns::run_in(&state.client.namespace, || {
-        crate::mail::send(address, &account.user, subject, &body)
+        crate::mail::send(address, to, subject, &body)
     })?;
     println!("{reply}");
     Ok(())
 }
 
-pub fn list(json: bool) -> Result<()> {
+/// `login`: another account than the lab's (user, password).
+pub fn list(json: bool, login: Option<(String, String)>) -> Result<()> {
     let state = LabState::load_current()?;
-    let account = mailbox(&state)?;
+    let lab_account = mailbox(&state)?;
+    let account = match login {
+        Some((user, password)) => MailAccount { user, password },
+        None => lab_account.clone(),
+    };
     let messages = crate::netns::run_in(&state.client.namespace, || {
         crate::mail::list_subjects(topology::imap_address(), &account.user, &account.password)
     })?;

@@ -74,6 +74,10 @@ struct StatusJson<'a> {
     /// `up --gateway` only: the mail gateway's.
     #[serde(skip_serializing_if = "Option::is_none")]
     gateway: Option<FrontJson<'a>>,
+    /// `up --signup` only: the signup service's base URL on the floating IP
+    /// (the master's instance: the form at `/`, `POST /api/signup`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signup: Option<String>,
     /// `--cloud hetzner-sim` only: design §7's `cloud` object, exactly.
     #[serde(skip_serializing_if = "Option::is_none")]
     cloud: Option<CloudJson<'a>>,
@@ -357,6 +361,13 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
         }),
         haproxy: state.haproxy.as_ref().map(front_json),
         gateway: state.gateway.as_ref().map(front_json),
+        signup: state.signup.then(|| {
+            format!(
+                "http://{}:{}",
+                state.floating_ip,
+                crate::topology::SIGNUP_PORT
+            )
+        }),
         cloud: state.hetzner_sim.as_ref().map(|cloud| CloudJson {
             api: &cloud.api_url,
             token: &cloud.token,

@@ -55,6 +55,8 @@ pub struct UpOptions {
     pub haproxy: bool,
     /// A Postfix mail gateway relaying to the floating IP.
     pub gateway: bool,
+    /// Run `mailherd signup` on every mail node.
+    pub signup: bool,
 }
 
 pub fn run(options: UpOptions) -> Result<()> {
@@ -121,6 +123,12 @@ fn refuse_unsupported_combinations(options: &UpOptions) -> Result<()> {
         bail!(
             "--gateway needs --stack mail: the gateway relays mail, which the banner stack \
              does not take"
+        );
+    }
+    if options.signup && (options.stack != Stack::Mail || options.manager.is_keepalived()) {
+        bail!(
+            "--signup needs --stack mail and --manager mailherd: the signup service makes \
+             Dovecot accounts on the shared volume of a mailherd cluster"
         );
     }
     if !options.manager.is_keepalived() {
@@ -242,6 +250,7 @@ fn plan(options: &UpOptions, agent_bin: PathBuf, lab_bin: PathBuf) -> LabState {
         agent_bin,
         lab_bin,
         mail,
+        signup: options.signup,
         nodes,
         lab_dir,
     }
