@@ -10,18 +10,7 @@ use mailherd_config::ChannelKind;
 /// The example with its commented `[alerts]` ... `[uptime_kuma]` block
 /// switched on.
 fn example_with_alerts() -> String {
-    let start = EXAMPLE
-        .find("# [alerts]")
-        .expect("the example documents [alerts]");
-    let (head, tail) = EXAMPLE.split_at(start);
-    let tail: Vec<String> = tail
-        .lines()
-        .map(|line| match line.strip_prefix("# ") {
-            Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest.to_string(),
-            _ => line.to_string(),
-        })
-        .collect();
-    format!("{head}{}\n", tail.join("\n"))
+    common::example_enabled_from("# [alerts]")
 }
 
 #[test]

@@ -9,18 +9,7 @@ use mailherd_config::{CheckKind, ReplicationMode};
 
 /// The example with its commented `[mariadb]` block switched on.
 fn example_with_mariadb() -> String {
-    let start = EXAMPLE
-        .find("# [mariadb]")
-        .expect("the example documents [mariadb]");
-    let (head, tail) = EXAMPLE.split_at(start);
-    let tail: Vec<String> = tail
-        .lines()
-        .map(|line| match line.strip_prefix("# ") {
-            Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest.to_string(),
-            _ => line.to_string(),
-        })
-        .collect();
-    format!("{head}{}\n", tail.join("\n"))
+    common::example_enabled_from("# [mariadb]")
 }
 
 #[test]

@@ -14,6 +14,8 @@
 
 mod common;
 
+use common::only_master;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -107,18 +109,6 @@ fn lab_ok(args: &[&str]) -> String {
 
 fn status() -> Value {
     serde_json::from_str(&lab_ok(&["status", "--json"])).expect("status --json prints JSON")
-}
-
-/// The master when exactly one node says it is master.
-fn only_master(status: &Value) -> Option<String> {
-    let masters: Vec<&str> = status["nodes"]
-        .as_array()
-        .expect("status has nodes")
-        .iter()
-        .filter(|node| node["role"] == "master")
-        .filter_map(|node| node["name"].as_str())
-        .collect();
-    (masters.len() == 1).then(|| masters[0].to_string())
 }
 
 /// The world as the simulator's API shows it (written after every change).

@@ -10,8 +10,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{text, LabEnv};
-use serde_json::Value;
+use common::{only_master, text, LabEnv};
 
 static LAB: LabEnv = LabEnv {
     prefix: "mg",
@@ -24,22 +23,6 @@ static LOCK: Mutex<()> = Mutex::new(());
 const FAILOVER_WAIT: Duration = Duration::from_secs(30);
 /// Mail through the gateway's queue: retries every 2 to 5 s.
 const MAIL_WAIT: Duration = Duration::from_secs(60);
-
-fn status() -> Value {
-    serde_json::from_str(&LAB.ok(&["status", "--json"])).expect("status --json prints JSON")
-}
-
-/// The master when exactly one node says it is master.
-fn only_master(status: &Value) -> Option<String> {
-    let masters: Vec<&str> = status["nodes"]
-        .as_array()
-        .expect("status has nodes")
-        .iter()
-        .filter(|node| node["role"] == "master")
-        .filter_map(|node| node["name"].as_str())
-        .collect();
-    (masters.len() == 1).then(|| masters[0].to_string())
-}
 
 /// [`common::wait_for`] with this file's diagnostics.
 fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
@@ -71,22 +54,6 @@ fn banner(via: &str) -> Option<String> {
         .then(|| text(&output.stdout).trim().to_string())
 }
 
-/// The subjects in the lab mailbox, over IMAP on the floating IP.
-fn subjects() -> Option<Vec<String>> {
-    let output = LAB.run(&["mail", "list", "--json"]);
-    if !output.status.success() {
-        return None;
-    }
-    let listing: Value = serde_json::from_slice(&output.stdout).ok()?;
-    Some(
-        listing["messages"]
-            .as_array()?
-            .iter()
-            .filter_map(|message| message["subject"].as_str().map(str::to_string))
-            .collect(),
-    )
-}
-
 /// Sends one message to the gateway; it must take it (250) at once, master
 /// or not.
 fn send_to_gateway(subject: &str) {
@@ -101,7 +68,7 @@ fn send_to_gateway(subject: &str) {
 fn traffic_through_haproxy_follows_the_master_through_a_power_failure() {
     let _lab = LAB.exclusive();
     LAB.ok(&["up", "--nodes", "3", "--stack", "banner", "--haproxy"]);
-    let lab_status = status();
+    let lab_status = LAB.status();
     assert_eq!(
         lab_status["haproxy"]["namespace"], "mg-haproxy",
         "{lab_status:#}"
@@ -114,7 +81,7 @@ fn traffic_through_haproxy_follows_the_master_through_a_power_failure() {
     );
 
     let master = wait_for("exactly one master", FAILOVER_WAIT, || {
-        only_master(&status())
+        only_master(&LAB.status())
     });
     // HAProxy passes SMTP to the master's own address, not the floating IP:
     // the banner names the node that answered.
@@ -128,7 +95,7 @@ fn traffic_through_haproxy_follows_the_master_through_a_power_failure() {
 
     LAB.ok(&["fail", &master, "--mode", "power"]);
     let new_master = wait_for("another node as the only master", FAILOVER_WAIT, || {
-        only_master(&status()).filter(|name| *name != master)
+        only_master(&LAB.status()).filter(|name| *name != master)
     });
     wait_for(
         "the new master's banner through HAProxy",
@@ -151,7 +118,7 @@ fn traffic_through_haproxy_follows_the_master_through_a_power_failure() {
 fn the_gateway_delivers_every_message_sent_while_the_master_was_down() {
     let _lab = LAB.exclusive();
     LAB.ok(&["up", "--nodes", "3", "--stack", "mail", "--gateway"]);
-    let lab_status = status();
+    let lab_status = LAB.status();
     assert_eq!(
         lab_status["gateway"]["namespace"], "mg-gw",
         "{lab_status:#}"
@@ -167,11 +134,11 @@ fn the_gateway_delivers_every_message_sent_while_the_master_was_down() {
     wait_for(
         "the first message, relayed to the master",
         MAIL_WAIT,
-        || subjects().filter(|subjects| subjects.contains(&before)),
+        || LAB.subjects().filter(|subjects| subjects.contains(&before)),
     );
 
     let master = wait_for("exactly one master", FAILOVER_WAIT, || {
-        only_master(&status())
+        only_master(&LAB.status())
     });
     LAB.ok(&["fail", &master, "--mode", "power"]);
     // Right after the power cut no node serves the floating IP yet (the
@@ -181,7 +148,7 @@ fn the_gateway_delivers_every_message_sent_while_the_master_was_down() {
         send_to_gateway(subject);
     }
     let new_master = wait_for("another node as the only master", FAILOVER_WAIT, || {
-        only_master(&status()).filter(|name| *name != master)
+        only_master(&LAB.status()).filter(|name| *name != master)
     });
     let after = format!("gw-after-{run}");
     send_to_gateway(&after);
@@ -192,7 +159,8 @@ fn the_gateway_delivers_every_message_sent_while_the_master_was_down() {
     expected.push(before);
     expected.push(after);
     let arrived = wait_for("every message in the mailbox", MAIL_WAIT, || {
-        subjects().filter(|subjects| expected.iter().all(|subject| subjects.contains(subject)))
+        LAB.subjects()
+            .filter(|subjects| expected.iter().all(|subject| subjects.contains(subject)))
     });
     for subject in &expected {
         assert_eq!(

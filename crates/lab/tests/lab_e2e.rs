@@ -215,27 +215,16 @@ fn diagnostics() -> String {
     report
 }
 
+fn subjects() -> Option<Vec<String>> {
+    common::subjects_of(&lab(&["mail", "list", "--json"]))
+}
+
 fn probe() -> Option<String> {
     let output = lab(&["probe", "--timeout-ms", "1000"]);
     output
         .status
         .success()
         .then(|| text(&output.stdout).trim().to_string())
-}
-
-fn subjects() -> Option<Vec<String>> {
-    let output = lab(&["mail", "list", "--json"]);
-    if !output.status.success() {
-        return None;
-    }
-    let listing: Value = serde_json::from_slice(&output.stdout).ok()?;
-    Some(
-        listing["messages"]
-            .as_array()?
-            .iter()
-            .filter_map(|message| message["subject"].as_str().map(str::to_string))
-            .collect(),
-    )
 }
 
 /// Namespaces the lab may have left (all carry the `mh-` prefix).

@@ -9,6 +9,24 @@ use mailherd_config::{Config, Problems};
 /// The commented example config that ships with the project.
 pub const EXAMPLE: &str = include_str!("../../../../examples/mailherd.toml");
 
+/// The example with every commented section header and `key = value`
+/// line from `marker` (a commented header such as `# [alerts]`) to the end
+/// switched on.
+pub fn example_enabled_from(marker: &str) -> String {
+    let start = EXAMPLE
+        .find(marker)
+        .unwrap_or_else(|| panic!("the example documents {marker}"));
+    let (head, tail) = EXAMPLE.split_at(start);
+    let tail: Vec<String> = tail
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest.to_string(),
+            _ => line.to_string(),
+        })
+        .collect();
+    format!("{head}{}\n", tail.join("\n"))
+}
+
 /// Parses `text` as if read from `node.toml`.
 pub fn parse(text: &str) -> Result<Config, Problems> {
     Config::parse(Path::new("node.toml"), text)

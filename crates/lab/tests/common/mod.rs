@@ -90,6 +90,11 @@ impl LabEnv {
         serde_json::from_str(&self.ok(&["status", "--json"])).expect("status --json prints JSON")
     }
 
+    /// The subjects in the lab mailbox, over IMAP on the floating IP.
+    pub fn subjects(&self) -> Option<Vec<String>> {
+        subjects_of(&self.run(&["mail", "list", "--json"]))
+    }
+
     /// Polls `check` every 250 ms until it returns `Some`, for at most
     /// `timeout`; the panic names `what` and shows the lab's status.
     pub fn wait_for<T>(
@@ -162,4 +167,31 @@ pub fn wait_for<T>(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// The master when exactly one node of `status --json` says it is master.
+pub fn only_master(status: &serde_json::Value) -> Option<String> {
+    let masters: Vec<&str> = status["nodes"]
+        .as_array()
+        .expect("status has nodes")
+        .iter()
+        .filter(|node| node["role"] == "master")
+        .filter_map(|node| node["name"].as_str())
+        .collect();
+    (masters.len() == 1).then(|| masters[0].to_string())
+}
+
+/// The subjects listed by a `mail list --json` run, `None` if it failed.
+pub fn subjects_of(output: &Output) -> Option<Vec<String>> {
+    if !output.status.success() {
+        return None;
+    }
+    let listing: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    Some(
+        listing["messages"]
+            .as_array()?
+            .iter()
+            .filter_map(|message| message["subject"].as_str().map(str::to_string))
+            .collect(),
+    )
 }
