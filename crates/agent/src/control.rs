@@ -155,6 +155,7 @@ pub struct Control {
     metrics: Metrics,
     /// Where the loop and the reconciler report their rounds for `/status`.
     workers: Workers,
+    replication: Option<crate::storage::Replication>,
 }
 
 /// The decider's bookkeeping, on this node's clock.
@@ -202,7 +203,14 @@ impl Control {
             alerter,
             metrics,
             workers: Workers::default(),
+            replication: None,
         }
+    }
+
+    /// Storage replication, whose report `/status` shows.
+    pub fn with_replication(mut self, replication: Option<crate::storage::Replication>) -> Control {
+        self.replication = replication;
+        self
     }
 
     /// Reports the loop's, the reconciler's and the collector's rounds to
@@ -1389,6 +1397,11 @@ impl Control {
             }),
             watchdog: watchdog.map(WatchdogGuard::status),
             workers: self.workers.snapshot(),
+            replication: self
+                .replication
+                .as_ref()
+                .map(|r| r.report())
+                .unwrap_or_default(),
             decider_blocked: blocked.map(|b| match b {
                 Blocked::Maintenance => "maintenance mode".to_string(),
                 Blocked::BreakerOpen {

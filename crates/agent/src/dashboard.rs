@@ -359,6 +359,7 @@ mod tests {
             decider_blocked: None,
             watchdog: None,
             workers: Vec::new(),
+            replication: Vec::new(),
             updated_unix_ms: 1_700_000_100_000,
         };
         doc.members = vec![

@@ -53,6 +53,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod pipelines;
 pub mod status;
+pub mod storage;
 pub mod tls;
 pub mod watchdog;
 pub mod workers;
@@ -137,9 +138,29 @@ pub async fn run(
         .await
         .with_context(|| format!("binding the HTTP API on {}", config.api.listen))?;
 
+    let drivers = pipelines::Drivers::from_config(&config).context("setting up the drivers")?;
+    // Storage replication streams snapshots over the peer channel: the
+    // same client, scheme and listener as Raft.
+    let replication = {
+        let (client, scheme) = match &peer_tls {
+            Some(peer_tls) => (peer_tls.client(), "https"),
+            None => (reqwest::Client::new(), "http"),
+        };
+        storage::Replication::new(
+            config.clone(),
+            consensus.clone(),
+            drivers.replicated.clone(),
+            client,
+            scheme,
+        )
+    };
+
     let (servers_stop_tx, servers_stop_rx) = watch::channel(false);
     let peer_server = {
-        let router = consensus.peer_router();
+        let router = match &replication {
+            Some(replication) => consensus.peer_router().merge(replication.peer_router()),
+            None => consensus.peer_router(),
+        };
         let mut stop = servers_stop_rx.clone();
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -167,7 +188,6 @@ pub async fn run(
         .await
         .context("initialising the Raft cluster")?;
 
-    let drivers = pipelines::Drivers::from_config(&config).context("setting up the drivers")?;
     let (status_tx, status_rx) = watch::channel(StatusDocument::starting(&config));
 
     // Alerts: `send` only queues; one delivery task per channel.
@@ -210,6 +230,15 @@ pub async fn run(
     if let Some(kuma) = &kuma {
         let kuma = kuma.clone();
         workers.derive(move || vec![kuma_worker(&kuma.state())]);
+    }
+    if let Some(replication) = &replication {
+        let reader = replication.clone();
+        workers.derive(move || reader.workers());
+        tokio::spawn(
+            replication
+                .clone()
+                .run(status_rx.clone(), servers_stop_rx.clone()),
+        );
     }
     let (gc_tx, gc_rx) = tokio::sync::mpsc::channel(4);
 
@@ -267,7 +296,8 @@ pub async fn run(
         alerter,
         metrics,
     )
-    .with_workers(workers);
+    .with_workers(workers)
+    .with_replication(replication);
     control.run(stored_assignment, gc_rx, shutdown).await;
 
     // The role is let go of by now; nothing below may keep a stopping

@@ -11,6 +11,7 @@ use mailherd_config::{Config, MemberRole};
 use mailherd_core::pipeline::{demotion_plan, promotion_plan, Plan, Recorder, Resources, Step};
 use mailherd_core::state::{PromotionOutcome, StepRecord};
 use mailherd_core::Epoch;
+use mailherd_drivers::volume::replicated::ReplicatedVolume;
 use mailherd_drivers::{Database, FloatingIp, Services, Volume};
 
 use crate::monitor::Monitor;
@@ -43,6 +44,9 @@ pub struct Drivers {
     pub start_timeout: Duration,
     pub stop_timeout: Duration,
     pub has_checks: bool,
+    /// The volumes this node replicates (`btrfs`, `zfs`), also in
+    /// `volumes`: the replication worker and the peer endpoint use them.
+    pub replicated: Vec<crate::storage::ReplicatedSet>,
     /// The repointing of the other databases a promotion started in the
     /// background. It may act only while this node may hold the role, so
     /// every demotion aborts it first (before the lease ends, hence before
@@ -63,11 +67,22 @@ impl Drivers {
             None => None,
         };
         let mut volumes = Vec::new();
+        let mut replicated = Vec::new();
         for section in &config.volumes {
-            let driver: Arc<dyn Volume> = Arc::from(mailherd_drivers::volume_from_config(
-                section,
-                config.hetzner.as_ref(),
-            )?);
+            let driver: Arc<dyn Volume> = match &section.replication {
+                Some(settings) => {
+                    let volume = Arc::new(ReplicatedVolume::from_config(section)?);
+                    replicated.push(crate::storage::ReplicatedSet {
+                        volume: volume.clone(),
+                        settings: settings.clone(),
+                    });
+                    volume
+                }
+                None => Arc::from(mailherd_drivers::volume_from_config(
+                    section,
+                    config.hetzner.as_ref(),
+                )?),
+            };
             volumes.push((
                 section.name.clone(),
                 driver,
@@ -90,6 +105,7 @@ impl Drivers {
             start_timeout,
             stop_timeout,
             has_checks: !config.checks.is_empty(),
+            replicated,
             repointing: Arc::default(),
         })
     }
@@ -103,6 +119,7 @@ impl Drivers {
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(10),
             has_checks: false,
+            replicated: Vec::new(),
             repointing: Arc::default(),
         }
     }

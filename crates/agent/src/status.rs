@@ -99,6 +99,10 @@ pub struct StatusDocument {
     /// last did.
     #[serde(default)]
     pub workers: Vec<crate::workers::WorkerStatus>,
+    /// Storage replication of `btrfs` and `zfs` volumes: newest snapshot
+    /// here, the data age the last promotion started from, transfers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replication: Vec<crate::storage::VolumeReplicationStatus>,
     pub updated_unix_ms: u64,
 }
 
@@ -130,6 +134,7 @@ impl StatusDocument {
             decider_blocked: None,
             watchdog: None,
             workers: Vec::new(),
+            replication: Vec::new(),
             updated_unix_ms: 0,
         }
     }

@@ -371,6 +371,46 @@ pub struct VolumeSection {
     /// How long to wait for the device to appear on promotion.
     #[serde(default = "default_device_wait_ms")]
     pub device_wait_ms: u64,
+    /// `btrfs` and `zfs`: where this node keeps its copy of the data and
+    /// how often the master ships snapshots of it to the other mail nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationSection>,
+}
+
+/// `[volumes.replication]`: storage replication for sites without shared
+/// volumes. Every mail node has its own copy; the master takes a snapshot
+/// every `interval_ms` and streams it (incrementally) to the others over
+/// the peer channel. A promoted backup starts from its newest complete
+/// snapshot: what was written after that snapshot is lost (the RPO).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationSection {
+    /// btrfs: a directory on a mounted btrfs file system that belongs to
+    /// mailherd (it makes `live`, `snapshots/` and `retired/`
+    /// there). zfs: a dataset (`tank/mailherd`) whose children mailherd
+    /// manages.
+    pub pool: String,
+    #[serde(default = "default_replication_interval_ms")]
+    pub interval_ms: u64,
+    /// Complete snapshots each node keeps (the newest ones); at least 2, so
+    /// a peer that missed one send still shares a parent with the master.
+    #[serde(default = "default_replication_keep")]
+    pub keep: usize,
+    /// The longest one snapshot's transfer to one peer may take.
+    #[serde(default = "default_replication_send_timeout_ms")]
+    pub send_timeout_ms: u64,
+}
+
+fn default_replication_interval_ms() -> u64 {
+    10_000
+}
+
+fn default_replication_keep() -> usize {
+    6
+}
+
+fn default_replication_send_timeout_ms() -> u64 {
+    300_000
 }
 
 fn default_fs_type() -> String {
@@ -389,6 +429,11 @@ pub enum VolumeDriver {
     /// Detached from whichever server holds it (the fence) and attached to
     /// this one through the Hetzner Cloud API.
     Hetzner,
+    /// This node's own copy in a btrfs file system, replicated from the
+    /// master with `btrfs send`/`receive` (`[volumes.replication]`).
+    Btrfs,
+    /// The same with ZFS datasets (`zfs send -i`/`zfs receive`).
+    Zfs,
 }
 
 /// `[hetzner]`: how the `hetzner` drivers reach the Hetzner Cloud API and

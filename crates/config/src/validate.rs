@@ -370,6 +370,7 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
                     );
                 }
             }
+            VolumeDriver::Btrfs | VolumeDriver::Zfs => {}
             VolumeDriver::Hetzner => {
                 match volume.volume_id {
                     None => c.push(
@@ -392,6 +393,32 @@ pub fn validate(config: &Config, path: &Path, text: &str) -> Problems {
                     );
                 }
             }
+        }
+        match (volume.driver, &volume.replication) {
+            (VolumeDriver::Btrfs | VolumeDriver::Zfs, None) => c.push(
+                format!("volumes[{i}].replication"),
+                "missing: a replicated volume (driver \"btrfs\" or \"zfs\") needs \
+                 [volumes.replication] with its pool",
+            ),
+            (VolumeDriver::Btrfs | VolumeDriver::Zfs, Some(replication)) => {
+                validate_replication(&mut c, i, volume.driver, replication);
+                for (key, set) in [
+                    ("device", volume.device.is_some()),
+                    ("volume_id", volume.volume_id.is_some()),
+                ] {
+                    if set {
+                        c.push(
+                            format!("volumes[{i}].{key}"),
+                            "a replicated volume lives in its replication pool; remove this key",
+                        );
+                    }
+                }
+            }
+            (_, Some(_)) => c.push(
+                format!("volumes[{i}].replication"),
+                "only the btrfs and zfs drivers replicate; a shared volume needs none",
+            ),
+            (_, None) => {}
         }
         if !volume.mount_point.is_absolute() {
             c.push(
@@ -1050,6 +1077,50 @@ fn check_unit_name(unit: &str) -> Result<(), String> {
         ))
     } else {
         Ok(())
+    }
+}
+
+/// `[volumes.replication]` of volume `i`.
+fn validate_replication(
+    c: &mut Collector<'_>,
+    i: usize,
+    driver: VolumeDriver,
+    replication: &crate::ReplicationSection,
+) {
+    let key = |name: &str| format!("volumes[{i}].replication.{name}");
+    let pool = replication.pool.as_str();
+    match driver {
+        VolumeDriver::Btrfs if !pool.starts_with('/') || pool == "/" => c.push(
+            key("pool"),
+            "must be an absolute directory other than / on a btrfs file system",
+        ),
+        VolumeDriver::Zfs
+            if pool.is_empty()
+                || pool.starts_with('/')
+                || pool.ends_with('/')
+                || pool.contains(['@', '#', ' ']) =>
+        {
+            c.push(
+                key("pool"),
+                "must be a ZFS dataset name like tank/mailherd (no leading or trailing /, no @, # or spaces)",
+            )
+        }
+        _ => {}
+    }
+    if replication.interval_ms < 1_000 {
+        c.push(
+            key("interval_ms"),
+            "must be at least 1000 (one snapshot a second)",
+        );
+    }
+    if replication.keep < 2 {
+        c.push(
+            key("keep"),
+            "must be at least 2, so a peer that missed a send still shares a parent snapshot",
+        );
+    }
+    if replication.send_timeout_ms < replication.interval_ms {
+        c.push(key("send_timeout_ms"), "must be at least interval_ms");
     }
 }
 

@@ -471,3 +471,85 @@ fn reconciler_and_gc_default_and_refuse_what_cannot_work() {
         (0, 0)
     );
 }
+
+/// The example's shared volume turned into a replicated one.
+fn replicated_example(driver: &str, replication: &str) -> String {
+    let shared = "driver = \"local\"\ndevice = \"/dev/disk/by-id/scsi-0SHARED_mail\"\n";
+    assert!(EXAMPLE.contains(shared), "the example's volume changed");
+    let text = EXAMPLE.replacen(shared, &format!("driver = \"{driver}\"\n"), 1);
+    format!("{text}\n[volumes.replication]\n{replication}")
+}
+
+#[test]
+fn replicated_volumes_need_a_pool_and_sane_settings() {
+    let config = parse(&replicated_example("btrfs", "pool = \"/srv/pool\"\n"))
+        .unwrap_or_else(|p| panic!("{p}"));
+    let replication = config.volumes[0].replication.as_ref().expect("replication");
+    assert_eq!(
+        (
+            replication.interval_ms,
+            replication.keep,
+            replication.send_timeout_ms
+        ),
+        (10_000, 6, 300_000)
+    );
+    parse(&replicated_example("zfs", "pool = \"tank/mailherd\"\n"))
+        .unwrap_or_else(|p| panic!("{p}"));
+
+    for (driver, replication, key, needle) in [
+        (
+            "btrfs",
+            "pool = \"srv/pool\"\n",
+            "pool",
+            "absolute directory",
+        ),
+        ("zfs", "pool = \"/tank\"\n", "pool", "ZFS dataset name"),
+        ("zfs", "pool = \"tank@x\"\n", "pool", "ZFS dataset name"),
+        (
+            "btrfs",
+            "pool = \"/p\"\ninterval_ms = 10\n",
+            "interval_ms",
+            "at least 1000",
+        ),
+        ("btrfs", "pool = \"/p\"\nkeep = 1\n", "keep", "at least 2"),
+        (
+            "btrfs",
+            "pool = \"/p\"\ninterval_ms = 60000\nsend_timeout_ms = 5000\n",
+            "send_timeout_ms",
+            "at least interval_ms",
+        ),
+    ] {
+        let text = replicated_example(driver, replication);
+        let (_, message) = problem_about(&text, &format!("volumes[0].replication.{key}"));
+        assert!(
+            message.contains(needle),
+            "{driver} {replication:?}: {message}"
+        );
+    }
+
+    // A replicated driver without its section, and a section on a shared
+    // volume, are both named.
+    let text = EXAMPLE.replacen(
+        "driver = \"local\"\ndevice = \"/dev/disk/by-id/scsi-0SHARED_mail\"\n",
+        "driver = \"btrfs\"\n",
+        1,
+    );
+    let (_, message) = problem_about(&text, "volumes[0].replication");
+    assert!(message.contains("needs [volumes.replication]"), "{message}");
+    let text = format!("{EXAMPLE}\n[volumes.replication]\npool = \"/p\"\n");
+    let (_, message) = problem_about(&text, "volumes[0].replication");
+    assert!(
+        message.contains("only the btrfs and zfs drivers"),
+        "{message}"
+    );
+    let text = replicated_example("btrfs", "pool = \"/p\"\n").replacen(
+        "driver = \"btrfs\"\n",
+        "driver = \"btrfs\"\ndevice = \"/dev/sdb\"\n",
+        1,
+    );
+    let (_, message) = problem_about(&text, "volumes[0].device");
+    assert!(
+        message.contains("lives in its replication pool"),
+        "{message}"
+    );
+}

@@ -21,6 +21,8 @@
 //!   [`volume::hetzner`]: detach elsewhere, attach here, then as local),
 //!   with mounting ([`volume::mount`]) and the epoch fence
 //!   ([`volume::epoch`]);
+//! - [`replication`]: storage replication for sites without shared
+//!   volumes ([`replication::SnapshotStore`]: btrfs, zfs);
 //! - [`hetzner`]: the Hetzner Cloud API as both `hetzner` drivers use it
 //!   (client from `[hetzner]`, this server's id, bounded and timed moves);
 //! - [`services`]: the [`Services`] trait and its drivers
@@ -37,6 +39,7 @@ pub mod database;
 pub mod error;
 pub mod floating_ip;
 pub mod hetzner;
+pub mod replication;
 pub mod services;
 pub mod suite;
 pub mod volume;

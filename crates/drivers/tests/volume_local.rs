@@ -23,6 +23,7 @@ fn section(device: &Path, mount_point: &Path, fs_type: &str, options: &str) -> V
         fs_type: fs_type.to_string(),
         mount_options: options.to_string(),
         device_wait_ms: 5_000,
+        replication: None,
     }
 }
 

@@ -9,15 +9,19 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use anyhow::{Context, Result};
 use mailherd_config::{
     ApiSection, ClusterSection, Config, FloatingIpDriver, FloatingIpSection, HetznerSection,
-    Member, MemberRole, NodeSection, TimingProfile, TlsSection, VolumeDriver, VolumeSection,
-    WatchdogDriver, WatchdogMode, WatchdogSection,
+    Member, MemberRole, NodeSection, ReplicationSection, TimingProfile, TlsSection, VolumeDriver,
+    VolumeSection, WatchdogDriver, WatchdogMode, WatchdogSection,
 };
 
-use crate::state::{LabState, NodeState};
+use crate::state::{LabState, NodeState, Storage};
 use crate::topology::{NodeKind, API_PORT, NODE_INTERFACE, PEER_PORT};
 
 /// The name of the one shared volume.
 pub const VOLUME_NAME: &str = "mail";
+
+/// `--storage btrfs`: how often the master ships a snapshot. Short, so the
+/// lab shows the loss window of a failover in seconds.
+pub const REPLICATION_INTERVAL_MS: u64 = 2_000;
 
 pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
     let any_address = |port| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
@@ -103,15 +107,34 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
             garp_refresh_ms: 5_000,
             floating_ip_id: None,
         });
-        config.volumes = vec![VolumeSection {
-            name: VOLUME_NAME.to_string(),
-            driver: VolumeDriver::Local,
-            device: Some(state.loop_device()?.to_path_buf()),
-            volume_id: None,
-            mount_point: state.volume.mount_point.clone(),
-            fs_type: "ext4".to_string(),
-            mount_options: String::new(),
-            device_wait_ms: 5_000,
+        config.volumes = vec![match state.storage {
+            Storage::Shared => VolumeSection {
+                name: VOLUME_NAME.to_string(),
+                driver: VolumeDriver::Local,
+                device: Some(state.loop_device()?.to_path_buf()),
+                volume_id: None,
+                mount_point: state.volume.mount_point.clone(),
+                fs_type: "ext4".to_string(),
+                mount_options: String::new(),
+                device_wait_ms: 5_000,
+                replication: None,
+            },
+            Storage::Btrfs => VolumeSection {
+                name: VOLUME_NAME.to_string(),
+                driver: VolumeDriver::Btrfs,
+                device: None,
+                volume_id: None,
+                mount_point: state.volume.mount_point.clone(),
+                fs_type: "btrfs".to_string(),
+                mount_options: String::new(),
+                device_wait_ms: 5_000,
+                replication: Some(ReplicationSection {
+                    pool: node.pool().display().to_string(),
+                    interval_ms: REPLICATION_INTERVAL_MS,
+                    keep: 4,
+                    send_timeout_ms: 60_000,
+                }),
+            },
         }];
         if let Some(cloud) = &state.hetzner_sim {
             use_hetzner_sim(&mut config, cloud, node)?;

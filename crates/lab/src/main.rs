@@ -64,7 +64,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::fault::FailMode;
 use crate::commands::up::Cloud;
-use crate::state::{Manager, Stack};
+use crate::state::{Manager, Stack, Storage};
 
 #[derive(Parser)]
 #[command(
@@ -120,6 +120,11 @@ enum Command {
         /// `signup` in `status --json` (`--stack mail` only).
         #[arg(long)]
         signup: bool,
+        /// Where the mail data lives: one shared ext4 volume, or a btrfs
+        /// disk per mail node with the master shipping snapshots to the
+        /// others every 2 s (`driver = "btrfs"`; `--cloud local`).
+        #[arg(long, value_enum, default_value = "shared")]
+        storage: Storage,
     },
     /// Show every node's role (asked from inside the node's namespace).
     Status {
@@ -277,6 +282,10 @@ enum Command {
         /// Also run `mailherd signup` with the agent's config.
         #[arg(long)]
         signup: bool,
+        /// `--storage btrfs`: the node's own btrfs disk, mounted on
+        /// `<dir>/pool-fs` in the node's mount namespace.
+        #[arg(long)]
+        pool_device: Option<PathBuf>,
     },
     /// The banner server of `--stack banner` (started by the node's stack.sh).
     #[command(hide = true)]
@@ -365,6 +374,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             haproxy,
             gateway,
             signup,
+            storage,
         } => commands::up::run(commands::up::UpOptions {
             nodes,
             witnesses: witness,
@@ -377,6 +387,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             haproxy,
             gateway,
             signup,
+            storage,
         }),
         Command::Status { json } => commands::status::run(json),
         Command::Fail {
@@ -460,6 +471,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             stack,
             agent_restart_delay_ms,
             signup,
+            pool_device,
         } => node::node_init(node::NodeInit {
             node,
             dir,
@@ -469,6 +481,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             stack,
             agent_restart_delay: ms(agent_restart_delay_ms),
             signup,
+            pool_device,
         }),
         Command::Banner {
             listen,

@@ -68,6 +68,9 @@ pub fn boot(state: &LabState, node: &NodeState) -> Result<()> {
         if state.signup {
             command.arg("--signup");
         }
+        if let Some(device) = &node.pool_device {
+            command.arg("--pool-device").arg(device);
+        }
     }
     command
         .stdin(Stdio::null())
@@ -244,6 +247,8 @@ pub struct NodeInit {
     /// restarted like the agent. Inside the node it sees the volume when
     /// the node mounts it, which its dovecot backend needs.
     pub signup: bool,
+    /// `--storage btrfs`: the node's own disk, mounted on `<dir>/pool-fs`.
+    pub pool_device: Option<PathBuf>,
 }
 
 /// Runs as PID 1 of a node, forever.
@@ -338,6 +343,26 @@ fn make_private_mounts(init: &NodeInit) -> Result<()> {
         for (source, target) in crate::stack::node_mounts(stack, &init.dir) {
             bind(&source, &target)?;
         }
+    }
+    // The node's own disk, like a local disk in /etc/fstab: mounted at boot,
+    // gone with the node's mount namespace at a power cut.
+    if let Some(device) = &init.pool_device {
+        let pool_fs = init.dir.join("pool-fs");
+        std::fs::create_dir_all(&pool_fs)?;
+        mount(
+            Some(device.as_path()),
+            &pool_fs,
+            Some("btrfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .with_context(|| {
+            format!(
+                "cannot mount the node's btrfs disk {} on {}",
+                device.display(),
+                pool_fs.display()
+            )
+        })?;
     }
     Ok(())
 }

@@ -35,6 +35,29 @@ impl Stack {
     }
 }
 
+/// Where the mail nodes keep the mail data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Storage {
+    /// One ext4 loop device every mail node sees (a SAN volume); only the
+    /// master mounts it.
+    #[default]
+    Shared,
+    /// Every mail node has its own btrfs loop device; the master ships
+    /// snapshots to the others (`driver = "btrfs"`): a failover loses what
+    /// was written after the last shipped snapshot.
+    Btrfs,
+}
+
+impl Storage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::Shared => "shared",
+            Storage::Btrfs => "btrfs",
+        }
+    }
+}
+
 /// What runs on the mail nodes, moves the floating IP and starts the stack:
 /// mailherd, or stock keepalived for the benchmark's comparison.
 #[derive(
@@ -130,6 +153,10 @@ pub struct LabState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<ClientState>,
     pub volume: VolumeState,
+    /// Shared volume or per-node btrfs copies (state files of older labs:
+    /// shared).
+    #[serde(default)]
+    pub storage: Storage,
     /// The agent binary every node runs (kept so `heal` boots the same one):
     /// `mailherd`, or `keepalived` with a keepalived manager.
     pub agent_bin: PathBuf,
@@ -197,6 +224,10 @@ pub struct NodeState {
     /// `join = true`.
     #[serde(default)]
     pub joined: bool,
+    /// `--storage btrfs`: the loop device of this node's own btrfs disk,
+    /// mounted by node-init on [`NodeState::pool_fs`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_device: Option<PathBuf>,
 }
 
 impl NodeState {
@@ -219,7 +250,24 @@ impl NodeState {
             cut_one_way: false,
             frozen_agent: None,
             joined: false,
+            pool_device: None,
         }
+    }
+
+    /// `--storage btrfs`: the image of this node's own disk.
+    pub fn pool_image(&self) -> PathBuf {
+        self.dir.join("pool.img")
+    }
+
+    /// Where node-init mounts the node's own disk (in the node's mount
+    /// namespace only).
+    pub fn pool_fs(&self) -> PathBuf {
+        self.dir.join("pool-fs")
+    }
+
+    /// The agent's replication pool on that disk.
+    pub fn pool(&self) -> PathBuf {
+        self.pool_fs().join("pool")
     }
 
     pub fn is_mail(&self) -> bool {
@@ -357,6 +405,7 @@ pub(crate) mod tests {
             },
             haproxy: None,
             gateway: None,
+            storage: Storage::Shared,
             volume: VolumeState {
                 image: lab_dir.join("volume.img"),
                 loop_device: Some("/dev/loop3".into()),

@@ -185,6 +185,7 @@ mod tests {
             fs_type: "ext4".into(),
             mount_options: String::new(),
             device_wait_ms: 5_000,
+            replication: None,
         }
     }
 

@@ -8,12 +8,15 @@
 //!   has it and attached here through the API, then mounted as `local`;
 //! - [`mount`]: mount/unmount, the writable check and `/proc` mount table
 //!   reading, shared by every driver that ends with a mounted device;
-//! - [`epoch`]: the `.mailherd-epoch` file that fences stale masters.
+//! - [`epoch`]: the `.mailherd-epoch` file that fences stale masters;
+//! - [`replicated`]: `btrfs` and `zfs`, this node's own copy of a volume
+//!   the master replicates (see [`crate::replication`]).
 
 pub mod epoch;
 pub mod hetzner;
 pub mod local;
 pub mod mount;
+pub mod replicated;
 
 use std::time::Duration;
 
@@ -69,5 +72,8 @@ pub fn volume_from_config(
         VolumeDriver::Hetzner => Ok(Box::new(hetzner::HetznerVolume::from_config(
             section, hetzner,
         )?)),
+        VolumeDriver::Btrfs | VolumeDriver::Zfs => Ok(Box::new(
+            replicated::ReplicatedVolume::from_config(section)?,
+        )),
     }
 }

@@ -291,62 +291,81 @@ impl MountTarget {
     /// (the stop-then-kill of the stack ran before, and a cloud detach fences
     /// the device itself).
     pub async fn unmount(&self, timeout: Duration) -> Result<UnmountOutcome, DriverError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let target = self.clone();
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = tokio::time::timeout(
-                remaining,
-                run_blocking(move || target.unmount_once(MntFlags::empty())),
-            )
-            .await;
-            match attempt {
-                Ok(Ok(UnmountAttempt::Done)) => return Ok(UnmountOutcome::Unmounted),
-                Ok(Ok(UnmountAttempt::Busy)) if Instant::now() < deadline => {
-                    tokio::time::sleep(UNMOUNT_RETRY_PAUSE.min(deadline - Instant::now())).await;
-                }
-                Ok(Ok(UnmountAttempt::Busy)) | Err(_) => break,
-                Ok(Err(error)) => return Err(error),
-            }
-        }
         let target = self.clone();
-        let detach = tokio::time::timeout(
-            LAZY_UNMOUNT_BUDGET,
-            run_blocking(move || target.unmount_once(MntFlags::MNT_DETACH)),
-        )
-        .await
-        .map_err(|_| DriverError::Timeout {
-            what: format!("lazy unmount of {}", self.mount_point.display()),
-            after_ms: LAZY_UNMOUNT_BUDGET.as_millis() as u64,
-        })??;
-        match detach {
-            UnmountAttempt::Done => Ok(UnmountOutcome::Detached {
-                busy_for_ms: timeout.as_millis() as u64,
-            }),
-            // MNT_DETACH never reports busy; be explicit rather than loop.
-            UnmountAttempt::Busy => Err(DriverError::Unmount {
-                mount_point: self.mount_point.clone(),
-                errno: Errno::EBUSY,
-            }),
-        }
-    }
-
-    fn unmount_once(&self, flags: MntFlags) -> Result<UnmountAttempt, DriverError> {
         // Only ever unmount our own device: whatever else an operator put on
         // the mount point is not ours to remove.
-        if self.state()? != MountState::Ours {
-            return Ok(UnmountAttempt::Done);
+        unmount_while_ours(&self.mount_point, timeout, move || {
+            Ok(target.state()? == MountState::Ours)
+        })
+        .await
+    }
+}
+
+/// Unmounts `mount_point` for as long as `ours` says the top mount there is
+/// ours, retrying while busy; when `timeout` ends first, detaches lazily.
+/// Shared by every driver that ends with a mount.
+pub async fn unmount_while_ours(
+    mount_point: &Path,
+    timeout: Duration,
+    ours: impl Fn() -> Result<bool, DriverError> + Clone + Send + 'static,
+) -> Result<UnmountOutcome, DriverError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (path, ours) = (mount_point.to_path_buf(), ours.clone());
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let attempt = tokio::time::timeout(
+            remaining,
+            run_blocking(move || unmount_once(&path, MntFlags::empty(), ours)),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(UnmountAttempt::Done)) => return Ok(UnmountOutcome::Unmounted),
+            Ok(Ok(UnmountAttempt::Busy)) if Instant::now() < deadline => {
+                tokio::time::sleep(UNMOUNT_RETRY_PAUSE.min(deadline - Instant::now())).await;
+            }
+            Ok(Ok(UnmountAttempt::Busy)) | Err(_) => break,
+            Ok(Err(error)) => return Err(error),
         }
-        match nix::mount::umount2(&self.mount_point, flags) {
-            Ok(()) => Ok(UnmountAttempt::Done),
-            Err(Errno::EBUSY) => Ok(UnmountAttempt::Busy),
-            // Unmounted between the table read and the call.
-            Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(UnmountAttempt::Done),
-            Err(errno) => Err(DriverError::Unmount {
-                mount_point: self.mount_point.clone(),
-                errno,
-            }),
-        }
+    }
+    let path = mount_point.to_path_buf();
+    let detach = tokio::time::timeout(
+        LAZY_UNMOUNT_BUDGET,
+        run_blocking(move || unmount_once(&path, MntFlags::MNT_DETACH, ours)),
+    )
+    .await
+    .map_err(|_| DriverError::Timeout {
+        what: format!("lazy unmount of {}", mount_point.display()),
+        after_ms: LAZY_UNMOUNT_BUDGET.as_millis() as u64,
+    })??;
+    match detach {
+        UnmountAttempt::Done => Ok(UnmountOutcome::Detached {
+            busy_for_ms: timeout.as_millis() as u64,
+        }),
+        // MNT_DETACH never reports busy; be explicit rather than loop.
+        UnmountAttempt::Busy => Err(DriverError::Unmount {
+            mount_point: mount_point.to_path_buf(),
+            errno: Errno::EBUSY,
+        }),
+    }
+}
+
+fn unmount_once(
+    mount_point: &Path,
+    flags: MntFlags,
+    ours: impl Fn() -> Result<bool, DriverError>,
+) -> Result<UnmountAttempt, DriverError> {
+    if !ours()? {
+        return Ok(UnmountAttempt::Done);
+    }
+    match nix::mount::umount2(mount_point, flags) {
+        Ok(()) => Ok(UnmountAttempt::Done),
+        Err(Errno::EBUSY) => Ok(UnmountAttempt::Busy),
+        // Unmounted between the table read and the call.
+        Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(UnmountAttempt::Done),
+        Err(errno) => Err(DriverError::Unmount {
+            mount_point: mount_point.to_path_buf(),
+            errno,
+        }),
     }
 }
 

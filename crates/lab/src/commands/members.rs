@@ -21,6 +21,12 @@ pub fn add_node(witness: bool) -> Result<()> {
     if state.hetzner_sim.is_some() {
         bail!("add-node does not work with --cloud hetzner-sim: the simulator's world has a fixed set of servers");
     }
+    if !witness && state.storage == crate::state::Storage::Btrfs {
+        bail!(
+            "add-node of a mail node does not work with --storage btrfs: the lab seeds the \
+             nodes' btrfs disks at `up` only (a witness can still be added with --witness)"
+        );
+    }
     let kind = if witness {
         NodeKind::Witness
     } else {

@@ -34,6 +34,9 @@ pub struct NodeAnswer {
     pub volume_mounted: bool,
     /// What keepalived's notify script last wrote (keepalived labs only).
     pub keepalived_state: Option<String>,
+    /// `--storage btrfs`: the agent's `replication` (newest snapshot here,
+    /// the data age its last promotion started from, transfers).
+    pub replication: Option<serde_json::Value>,
 }
 
 impl NodeAnswer {
@@ -45,6 +48,7 @@ impl NodeAnswer {
             holds_floating_ip: false,
             volume_mounted: false,
             keepalived_state: None,
+            replication: None,
         }
     }
 }
@@ -65,6 +69,8 @@ struct StatusJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     token_file: Option<String>,
     volume: VolumeJson,
+    /// `shared` (one volume) or `btrfs` (a copy per mail node, replicated).
+    storage: &'static str,
     nodes: Vec<NodeJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mail: Option<MailJson<'a>>,
@@ -137,6 +143,8 @@ struct NodeJson<'a> {
     volume_mounted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     keepalived_state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replication: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -216,6 +224,7 @@ fn ask_keepalived(state: &LabState, node: &NodeState, holds_floating_ip: bool) -
         holds_floating_ip,
         volume_mounted: false,
         keepalived_state,
+        replication: None,
     }
 }
 
@@ -288,6 +297,7 @@ fn parse_status(body: &str) -> NodeAnswer {
             holds_floating_ip: false,
             volume_mounted: false,
             keepalived_state: None,
+            replication: value.get("replication").cloned(),
         },
         None => NodeAnswer::down("/status has no role"),
     }
@@ -335,6 +345,7 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
                 .map(|device| device.display().to_string()),
             mount_point: state.volume.mount_point.display().to_string(),
         },
+        storage: state.storage.name(),
         nodes: state
             .nodes
             .iter()
@@ -352,6 +363,7 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
                 holds_floating_ip: answer.holds_floating_ip,
                 volume_mounted: answer.volume_mounted,
                 keepalived_state: answer.keepalived_state.clone(),
+                replication: answer.replication.clone(),
                 error: answer.error.clone(),
             })
             .collect(),

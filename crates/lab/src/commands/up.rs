@@ -25,7 +25,8 @@ use anyhow::{bail, Context, Result};
 use rand::distr::{Alphanumeric, SampleString};
 
 use crate::state::{
-    ClientState, LabState, MailAccount, Manager, NodeState, Stack, VolumeState, STATE_VERSION,
+    ClientState, LabState, MailAccount, Manager, NodeState, Stack, Storage, VolumeState,
+    STATE_VERSION,
 };
 use crate::topology::{self, NodeKind};
 
@@ -57,6 +58,8 @@ pub struct UpOptions {
     pub gateway: bool,
     /// Run `mailherd signup` on every mail node.
     pub signup: bool,
+    /// Shared volume or per-node btrfs copies.
+    pub storage: Storage,
 }
 
 pub fn run(options: UpOptions) -> Result<()> {
@@ -131,10 +134,23 @@ fn refuse_unsupported_combinations(options: &UpOptions) -> Result<()> {
              Dovecot accounts on the shared volume of a mailherd cluster"
         );
     }
+    if options.storage == Storage::Btrfs && options.cloud != Cloud::Local {
+        bail!(
+            "--storage btrfs does not go with --cloud hetzner-sim: the simulated cloud moves \
+             one shared volume; replicated btrfs copies need no cloud volume, use --cloud local"
+        );
+    }
     if !options.manager.is_keepalived() {
         return Ok(());
     }
     let manager = options.manager.name();
+    if options.storage != Storage::Shared {
+        bail!(
+            "--storage {} does not go with --manager {manager}: keepalived does not replicate \
+             storage; use --manager mailherd",
+            options.storage.name()
+        );
+    }
     if options.haproxy || options.gateway {
         bail!(
             "--haproxy and --gateway do not go with --manager {manager}: they are configured \
@@ -242,6 +258,7 @@ fn plan(options: &UpOptions, agent_bin: PathBuf, lab_bin: PathBuf) -> LabState {
         },
         haproxy,
         gateway,
+        storage: options.storage,
         volume: VolumeState {
             image: topology::volume_image(&lab_dir),
             loop_device: None,
@@ -330,11 +347,16 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
     }
 
     std::fs::create_dir_all(&state.volume.mount_point)?;
-    crate::volume::create_image(&state.volume.image, topology::VOLUME_SIZE_BYTES)?;
-    let device = crate::volume::attach_loop(&state.volume.image)?;
-    state.volume.loop_device = Some(device.clone());
-    state.save()?;
-    crate::volume::make_filesystem(&device)?;
+    match state.storage {
+        Storage::Shared => {
+            crate::volume::create_image(&state.volume.image, topology::VOLUME_SIZE_BYTES)?;
+            let device = crate::volume::attach_loop(&state.volume.image)?;
+            state.volume.loop_device = Some(device.clone());
+            state.save()?;
+            crate::volume::make_filesystem(&device)?;
+        }
+        Storage::Btrfs => crate::volume::create_pools(&mut state)?,
+    }
 
     if !state.manager.is_keepalived() {
         write_tls_files(&state)?;
@@ -346,7 +368,10 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
             crate::keepalived::check_config(&state.agent_bin, node)?;
         }
     }
-    crate::volume::prepare(&state)?;
+    match state.storage {
+        Storage::Shared => crate::volume::prepare(&state)?,
+        Storage::Btrfs => crate::volume::prepare_pools(&state)?,
+    }
     if let Some(cloud) = &state.hetzner_sim {
         crate::cloud::write_files(&state, cloud)?;
         crate::cloud::start_simulator(&state, cloud)?;
