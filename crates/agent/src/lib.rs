@@ -232,6 +232,7 @@ pub async fn run(
         workers.derive(move || vec![kuma_worker(&kuma.state())]);
     }
     if let Some(replication) = &replication {
+        let _ = drivers.replication.set(replication.clone());
         let reader = replication.clone();
         workers.derive(move || reader.workers());
         tokio::spawn(

@@ -31,6 +31,9 @@ const URGENT_ADDRESS_TIMEOUT: Duration = Duration::from_millis(500);
 /// Making the database read-only is one statement on a local server.
 const DATABASE_DEMOTE_TIMEOUT: Duration = Duration::from_secs(5);
 const URGENT_DATABASE_DEMOTE_TIMEOUT: Duration = Duration::from_millis(500);
+/// A planned demotion's last snapshot of a replicated volume: the node
+/// keeps its lease meanwhile, so this delays the switchover, never safety.
+const FINAL_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The node's drivers, shared by pipelines, the API and the reconciling
 /// checks in the control loop.
@@ -47,6 +50,9 @@ pub struct Drivers {
     /// The volumes this node replicates (`btrfs`, `zfs`), also in
     /// `volumes`: the replication worker and the peer endpoint use them.
     pub replicated: Vec<crate::storage::ReplicatedSet>,
+    /// Set once replication runs: a planned demotion ships a last snapshot
+    /// of a replicated volume before unmounting it.
+    pub replication: Arc<std::sync::OnceLock<crate::storage::Replication>>,
     /// The repointing of the other databases a promotion started in the
     /// background. It may act only while this node may hold the role, so
     /// every demotion aborts it first (before the lease ends, hence before
@@ -106,6 +112,7 @@ impl Drivers {
             stop_timeout,
             has_checks: !config.checks.is_empty(),
             replicated,
+            replication: Arc::default(),
             repointing: Arc::default(),
         })
     }
@@ -120,6 +127,7 @@ impl Drivers {
             stop_timeout: Duration::from_secs(10),
             has_checks: false,
             replicated: Vec::new(),
+            replication: Arc::default(),
             repointing: Arc::default(),
         }
     }
@@ -385,6 +393,37 @@ async fn run_plan(
     recorder
 }
 
+/// A planned demotion of a replicated volume ships one last snapshot (the
+/// stack is stopped by now) so the next master starts with every write.
+/// Bounded, and never fatal: without it the next master starts from the
+/// last periodic snapshot, as after a crash.
+async fn final_sync(drivers: &Drivers, volume: &str) {
+    let Some(replication) = drivers.replication.get() else {
+        return;
+    };
+    if !replication.replicates(volume) {
+        return;
+    }
+    let started = Instant::now();
+    match tokio::time::timeout(FINAL_SYNC_TIMEOUT, replication.final_sync(volume)).await {
+        Ok(Ok(())) => tracing::info!(
+            volume,
+            ms = started.elapsed().as_millis() as u64,
+            "last snapshot shipped before the unmount"
+        ),
+        Ok(Err(error)) => tracing::warn!(
+            volume,
+            %error,
+            "last snapshot not shipped: the next master starts from the previous one"
+        ),
+        Err(_) => tracing::warn!(
+            volume,
+            timeout_ms = FINAL_SYNC_TIMEOUT.as_millis() as u64,
+            "last snapshot not shipped in time: the next master starts from the previous one"
+        ),
+    }
+}
+
 async fn run_demotion_step(drivers: &Drivers, urgent: bool, step: &Step) -> Result<(), String> {
     match step {
         Step::StopServices => match &drivers.services {
@@ -412,6 +451,9 @@ async fn run_demotion_step(drivers: &Drivers, urgent: bool, step: &Step) -> Resu
         },
         Step::UnmountVolume { volume } => match drivers.volume(volume) {
             Some((_, driver, _)) => {
+                if !urgent {
+                    final_sync(drivers, volume).await;
+                }
                 let timeout = if urgent {
                     URGENT_UNMOUNT_TIMEOUT
                 } else {

@@ -105,6 +105,8 @@ pub struct Replication {
     report: Arc<Mutex<BTreeMap<String, VolumeReplicationStatus>>>,
     /// One receive at a time per volume.
     receiving: Arc<BTreeMap<String, tokio::sync::Mutex<()>>>,
+    /// One send round at a time per volume (the timer's, a demotion's).
+    sending: Arc<BTreeMap<String, tokio::sync::Mutex<()>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,10 +129,13 @@ impl Replication {
         if volumes.is_empty() {
             return None;
         }
-        let receiving = volumes
-            .iter()
-            .map(|set| (set.volume.name().to_string(), tokio::sync::Mutex::new(())))
-            .collect();
+        let locks = || {
+            volumes
+                .iter()
+                .map(|set| (set.volume.name().to_string(), tokio::sync::Mutex::new(())))
+                .collect()
+        };
+        let (receiving, sending) = (Arc::new(locks()), Arc::new(locks()));
         let report = volumes
             .iter()
             .map(|set| {
@@ -151,7 +156,8 @@ impl Replication {
             client,
             scheme,
             report: Arc::new(Mutex::new(report)),
-            receiving: Arc::new(receiving),
+            receiving,
+            sending,
         })
     }
 
@@ -290,7 +296,40 @@ impl Replication {
         }
     }
 
+    /// Whether `volume` is one of the replicated volumes.
+    pub fn replicates(&self, volume: &str) -> bool {
+        self.set(volume).is_some()
+    }
+
+    /// A planned demotion's last round, run after the stack stopped and
+    /// before the unmount: one more snapshot then holds every write, and
+    /// once it is shipped a switchover loses nothing. Only while this node
+    /// still holds the role (it keeps renewing while it demotes).
+    pub async fn final_sync(&self, volume: &str) -> Result<(), String> {
+        let set = self
+            .set(volume)
+            .ok_or_else(|| format!("no replicated volume {volume:?}"))?
+            .clone();
+        let me = self.config.me().id;
+        let epoch = match self.consensus.state().borrow().assignment {
+            Some(assignment) if assignment.node == me => assignment.epoch,
+            _ => return Err("this node no longer holds the role: nothing to ship".into()),
+        };
+        if !set.volume.is_mounted().await.map_err(|e| e.to_string())? {
+            return Ok(());
+        }
+        let result = self.replicate_once(&set, epoch).await;
+        self.refresh(&set).await;
+        result.map_err(|e| e.to_string())
+    }
+
     async fn replicate_once(&self, set: &ReplicatedSet, epoch: u64) -> Result<(), TransferError> {
+        let _one_round = self
+            .sending
+            .get(set.volume.name())
+            .expect("a lock per volume")
+            .lock()
+            .await;
         let store = set.volume.store();
         let me = self.config.me();
         let name = SnapshotName::now(epoch, &me.name);

@@ -175,6 +175,40 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
         },
     );
 
+    // A planned switchover loses nothing: the demoting master stops its
+    // stack, ships one last snapshot, and only then unmounts. The mail is
+    // sent and the switchover asked at once, without waiting for a tick.
+    LAB.ok(&["mail", "send", "--subject", "before-switchover"]);
+    LAB.wait_for("the mail before the switchover", WAIT, || {
+        LAB.subjects()
+            .filter(|s| s.iter().any(|s| s == "before-switchover"))
+    });
+    switchover_to(&master);
+    LAB.wait_for("the old master back as master", WAIT, || {
+        (only_master(&LAB.status()).as_deref() == Some(master.as_str())).then_some(())
+    });
+    let subjects = LAB.wait_for("the mailbox after the switchover", WAIT, || LAB.subjects());
+    for subject in ["before-failover", "after-failover", "before-switchover"] {
+        assert!(
+            subjects.iter().any(|s| s == subject),
+            "{subject} lost in the switchover: {subjects:?}"
+        );
+    }
+    // The demoted master shipped that last snapshot itself.
+    let log = std::fs::read_to_string(format!("{}/{new_master}/agent.log", LAB.dir))
+        .expect("the demoted master's agent log");
+    assert!(
+        log.contains("last snapshot shipped before the unmount"),
+        "{new_master} did not ship a last snapshot; its log ends:\n{}",
+        log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    let status = LAB.status();
+    let opened = replication(&status, &master);
+    eprintln!(
+        "switchover to {master}: started from {}, data age {} ms",
+        opened["opened_from"], opened["opened_data_age_ms"]
+    );
+
     // One holder of the volume at any time we look.
     let status = LAB.status();
     let holders: Vec<&str> = status["nodes"]
@@ -184,7 +218,42 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
         .filter(|n| n["volume_mounted"] == true)
         .filter_map(|n| n["name"].as_str())
         .collect();
-    assert_eq!(holders, vec![new_master.as_str()], "{status}");
+    assert_eq!(holders, vec![master.as_str()], "{status}");
+}
+
+/// `mailherd switchover --to NODE` against the current master's API, from
+/// the client namespace, with the lab's token.
+fn switchover_to(node_name: &str) {
+    let status = LAB.status();
+    let master = only_master(&status).expect("a master to switch from");
+    let api = node(&status, &master)["api"]
+        .as_str()
+        .expect("api")
+        .to_string();
+    let output = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            status["client_namespace"].as_str().unwrap(),
+        ])
+        .arg(common::agent_bin())
+        .args([
+            "switchover",
+            "--to",
+            node_name,
+            "--api",
+            &api,
+            "--token-file",
+        ])
+        .arg(status["token_file"].as_str().unwrap())
+        .output()
+        .expect("mailherd runs");
+    assert!(
+        output.status.success(),
+        "switchover failed: {}{}",
+        common::text(&output.stdout),
+        common::text(&output.stderr)
+    );
 }
 
 #[test]
