@@ -31,6 +31,8 @@
 //! - [`banner`]: the banner server;
 //! - [`probe`]: SMTP banner probes and `watch`;
 //! - [`mail`]: SMTP sending and the small IMAP client;
+//! - [`mariadb`]: `up --mariadb`: each mail node's own mariadbd, its
+//!   my.cnf, `db setup-replication`, the servers in `status`;
 //! - [`invariants`]: the sampler of who holds the address, mount and stack;
 //! - [`bench`]: what `bench` and `nemesis` share (prober, mail load,
 //!   settling, the agent's footprint);
@@ -46,6 +48,7 @@ mod host;
 mod invariants;
 mod keepalived;
 mod mail;
+mod mariadb;
 mod netns;
 mod node;
 mod probe;
@@ -120,6 +123,12 @@ enum Command {
         /// `signup` in `status --json` (`--stack mail` only).
         #[arg(long)]
         signup: bool,
+        /// Run a mariadbd of its own on every mail node (datadir in the
+        /// node's directory, port 3306 in its namespace), replicated by the
+        /// agents (`[mariadb]`) and set up with `mailherd db
+        /// setup-replication` once a master is elected.
+        #[arg(long)]
+        mariadb: bool,
     },
     /// Show every node's role (asked from inside the node's namespace).
     Status {
@@ -277,6 +286,9 @@ enum Command {
         /// Also run `mailherd signup` with the agent's config.
         #[arg(long)]
         signup: bool,
+        /// Also run the node's mariadbd (`up --mariadb`), before the agent.
+        #[arg(long)]
+        mariadb: bool,
     },
     /// The banner server of `--stack banner` (started by the node's stack.sh).
     #[command(hide = true)]
@@ -365,6 +377,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             haproxy,
             gateway,
             signup,
+            mariadb,
         } => commands::up::run(commands::up::UpOptions {
             nodes,
             witnesses: witness,
@@ -377,6 +390,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             haproxy,
             gateway,
             signup,
+            mariadb,
         }),
         Command::Status { json } => commands::status::run(json),
         Command::Fail {
@@ -460,6 +474,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             stack,
             agent_restart_delay_ms,
             signup,
+            mariadb,
         } => node::node_init(node::NodeInit {
             node,
             dir,
@@ -469,6 +484,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             stack,
             agent_restart_delay: ms(agent_restart_delay_ms),
             signup,
+            mariadb,
         }),
         Command::Banner {
             listen,

@@ -57,6 +57,8 @@ pub struct UpOptions {
     pub gateway: bool,
     /// Run `mailherd signup` on every mail node.
     pub signup: bool,
+    /// A mariadbd of its own on every mail node (`crate::mariadb`).
+    pub mariadb: bool,
 }
 
 pub fn run(options: UpOptions) -> Result<()> {
@@ -81,6 +83,9 @@ pub fn run(options: UpOptions) -> Result<()> {
     crate::host::preflight(options.stack, options.manager)?;
     if options.haproxy {
         crate::host::preflight_haproxy()?;
+    }
+    if options.mariadb {
+        crate::mariadb::preflight()?;
     }
     let agent_bin = if options.manager.is_keepalived() {
         crate::host::resolve_keepalived_bin()?
@@ -129,6 +134,14 @@ fn refuse_unsupported_combinations(options: &UpOptions) -> Result<()> {
         bail!(
             "--signup needs --stack mail and --manager mailherd: the signup service makes \
              Dovecot accounts on the shared volume of a mailherd cluster"
+        );
+    }
+    if options.mariadb && options.manager.is_keepalived() {
+        bail!(
+            "--mariadb does not go with --manager {}: keepalived does not make the master's \
+             database writable nor repoint the replicas (the agent's promotion does); use \
+             --manager mailherd",
+            options.manager.name()
         );
     }
     if !options.manager.is_keepalived() {
@@ -251,6 +264,9 @@ fn plan(options: &UpOptions, agent_bin: PathBuf, lab_bin: PathBuf) -> LabState {
         lab_bin,
         mail,
         signup: options.signup,
+        mariadb: options.mariadb.then(|| crate::mariadb::MariadbLab {
+            app_password: Alphanumeric.sample_string(&mut rand::rng(), 16),
+        }),
         nodes,
         lab_dir,
     }
@@ -339,6 +355,9 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
     if !state.manager.is_keepalived() {
         write_tls_files(&state)?;
     }
+    if state.mariadb.is_some() {
+        crate::mariadb::write_password_files(&state)?;
+    }
     for node in &state.nodes {
         write_node_files(&state, node)
             .with_context(|| format!("cannot write the files of node {}", node.name))?;
@@ -347,6 +366,9 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
         }
     }
     crate::volume::prepare(&state)?;
+    if state.mariadb.is_some() {
+        crate::mariadb::install_all(&state)?;
+    }
     if let Some(cloud) = &state.hetzner_sim {
         crate::cloud::write_files(&state, cloud)?;
         crate::cloud::start_simulator(&state, cloud)?;
@@ -356,9 +378,42 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
         crate::node::boot(&state, node)?;
     }
     wait_for_banner(&state, wait)?;
+    if state.mariadb.is_some() {
+        set_up_replication(&state)?;
+    }
     crate::front::build(&state)?;
     crate::front::wait_ready(&state, wait)?;
     Ok(state)
+}
+
+/// Once a master serves (its promotion made its database writable), the
+/// real `mailherd db setup-replication` on it: the replication account,
+/// and every other server a GTID replica of the master's. Then the
+/// application's empty database, on the master.
+fn set_up_replication(state: &LabState) -> Result<()> {
+    let answers = crate::commands::status::query_all(state);
+    let masters: Vec<&NodeState> = state
+        .nodes
+        .iter()
+        .zip(&answers)
+        .filter(|(_, answer)| answer.role == "master")
+        .map(|(node, _)| node)
+        .collect();
+    let [master] = masters[..] else {
+        bail!(
+            "cannot set up MariaDB replication: {} nodes say they are master (need exactly one)",
+            masters.len()
+        );
+    };
+    crate::mariadb::setup_replication(state, master)?;
+    crate::mariadb::create_app_database(state, master)
+        .context("cannot create the application's database")?;
+    println!(
+        "MariaDB replication set up from {} (`mailherd db setup-replication`, output in {})",
+        master.name,
+        crate::mariadb::setup_log(&state.lab_dir).display()
+    );
+    Ok(())
 }
 
 /// Writes the lab's control token once (0600), for `mailherd switchover`,
@@ -396,6 +451,9 @@ pub fn write_node_files(state: &LabState, node: &NodeState) -> Result<()> {
     std::fs::create_dir_all(node.run_dir())?;
     if node.kind == NodeKind::Mail {
         crate::stack::write_node_files(state, node)?;
+        if let Some(lab) = &state.mariadb {
+            crate::mariadb::write_node_files(state, lab, node)?;
+        }
     }
     if let Some(timing) = state.manager.keepalived_timing() {
         return crate::keepalived::write_node_files(state, node, timing);
