@@ -398,6 +398,11 @@ pub struct ServerJson {
     pub io_running: Option<String>,
     pub sql_running: Option<String>,
     pub gtid_binlog_pos: Option<String>,
+    /// The replica's last IO or SQL error (`Last_IO_Error`,
+    /// `Last_SQL_Error`), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_error: Option<String>,
+    /// Why the server could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -428,6 +433,21 @@ pub fn query(state: &LabState) -> Result<Vec<ServerJson>> {
                 io_running: replica.map(|replica| replica.io_running.clone()),
                 sql_running: replica.map(|replica| replica.sql_running.clone()),
                 gtid_binlog_pos: state.map(|state| state.gtid_binlog_pos.clone()),
+                replication_error: replica.and_then(|replica| {
+                    if replica.last_io_errno != 0 {
+                        Some(format!(
+                            "IO {}: {}",
+                            replica.last_io_errno, replica.last_io_error
+                        ))
+                    } else if replica.last_sql_errno != 0 {
+                        Some(format!(
+                            "SQL {}: {}",
+                            replica.last_sql_errno, replica.last_sql_error
+                        ))
+                    } else {
+                        None
+                    }
+                }),
                 error: status.error.clone(),
                 name: status.name,
                 address: status.address,
