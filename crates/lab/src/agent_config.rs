@@ -150,6 +150,9 @@ pub fn node_config(state: &LabState, node: &NodeState) -> Result<Config> {
         if state.signup {
             config.signup = Some(signup_section(state));
         }
+        if state.mariadb.is_some() {
+            config.mariadb = Some(crate::mariadb::section(state));
+        }
     }
     Ok(config)
 }

@@ -31,6 +31,8 @@
 //! - [`banner`]: the banner server;
 //! - [`probe`]: SMTP banner probes and `watch`;
 //! - [`mail`]: SMTP sending and the small IMAP client;
+//! - [`mariadb`]: `up --mariadb`: each mail node's own mariadbd, its
+//!   my.cnf, `db setup-replication`, the servers in `status`;
 //! - [`invariants`]: the sampler of who holds the address, mount and stack;
 //! - [`bench`]: what `bench` and `nemesis` share (prober, mail load,
 //!   settling, the agent's footprint);
@@ -46,6 +48,7 @@ mod host;
 mod invariants;
 mod keepalived;
 mod mail;
+mod mariadb;
 mod netns;
 mod node;
 mod probe;
@@ -125,6 +128,12 @@ enum Command {
         /// others every 2 s (`driver = "btrfs"`; `--cloud local`).
         #[arg(long, value_enum, default_value = "shared")]
         storage: Storage,
+        /// Run a mariadbd of its own on every mail node (datadir in the
+        /// node's directory, port 3306 in its namespace), replicated by the
+        /// agents (`[mariadb]`) and set up with `mailherd db
+        /// setup-replication` once a master is elected.
+        #[arg(long)]
+        mariadb: bool,
     },
     /// Show every node's role (asked from inside the node's namespace).
     Status {
@@ -286,6 +295,9 @@ enum Command {
         /// `<dir>/pool-fs` in the node's mount namespace.
         #[arg(long)]
         pool_device: Option<PathBuf>,
+        /// Also run the node's mariadbd (`up --mariadb`), before the agent.
+        #[arg(long)]
+        mariadb: bool,
     },
     /// The banner server of `--stack banner` (started by the node's stack.sh).
     #[command(hide = true)]
@@ -375,6 +387,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             gateway,
             signup,
             storage,
+            mariadb,
         } => commands::up::run(commands::up::UpOptions {
             nodes,
             witnesses: witness,
@@ -388,6 +401,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             gateway,
             signup,
             storage,
+            mariadb,
         }),
         Command::Status { json } => commands::status::run(json),
         Command::Fail {
@@ -472,6 +486,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             agent_restart_delay_ms,
             signup,
             pool_device,
+            mariadb,
         } => node::node_init(node::NodeInit {
             node,
             dir,
@@ -482,6 +497,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             agent_restart_delay: ms(agent_restart_delay_ms),
             signup,
             pool_device,
+            mariadb,
         }),
         Command::Banner {
             listen,

@@ -71,6 +71,9 @@ pub fn boot(state: &LabState, node: &NodeState) -> Result<()> {
         if let Some(device) = &node.pool_device {
             command.arg("--pool-device").arg(device);
         }
+        if state.mariadb.is_some() {
+            command.arg("--mariadb");
+        }
     }
     command
         .stdin(Stdio::null())
@@ -249,6 +252,10 @@ pub struct NodeInit {
     pub signup: bool,
     /// `--storage btrfs`: the node's own disk, mounted on `<dir>/pool-fs`.
     pub pool_device: Option<PathBuf>,
+    /// Also run the node's mariadbd (`up --mariadb`), started before the
+    /// agent and restarted like it; a process of the node, so a power cut
+    /// or the watchdog kills it with the rest.
+    pub mariadb: bool,
 }
 
 /// Runs as PID 1 of a node, forever.
@@ -264,13 +271,29 @@ pub fn node_init(init: NodeInit) -> Result<()> {
         crate::watchdog::start(&init.node, &init.dir)?;
     }
     let name = init.manager.process_name();
+    // Like `After=mariadb.service`: a promotion right after boot needs the
+    // server up.
+    let mut mariadb = init.mariadb.then(|| spawn_mariadb(&init, true)).flatten();
     let mut agent = spawn_agent(&init);
     let mut signup = init.signup.then(|| spawn_signup(&init)).flatten();
     loop {
         if init.signup && signup.is_none() {
             signup = spawn_signup(&init);
         }
+        if init.mariadb && mariadb.is_none() {
+            mariadb = spawn_mariadb(&init, false);
+        }
         match waitpid(None::<Pid>, None) {
+            Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))
+                if Some(pid) == mariadb =>
+            {
+                log(
+                    &init.node,
+                    &format!("mariadbd (pid {pid}) ended; restarting it"),
+                );
+                mariadb = None;
+                std::thread::sleep(init.agent_restart_delay);
+            }
             Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))
                 if Some(pid) == signup =>
             {
@@ -486,6 +509,34 @@ fn manager_command(init: &NodeInit) -> Command {
         }
     }
     command
+}
+
+/// Starts the node's mariadbd; with `wait`, also waits (at most
+/// [`crate::mariadb::START_TIMEOUT`]) until it takes connections.
+fn spawn_mariadb(init: &NodeInit, wait: bool) -> Option<Pid> {
+    let spawned = crate::mariadb::server_command(&init.dir)
+        .and_then(|mut command| Ok(command.current_dir(&init.dir).spawn()?));
+    match spawned {
+        Ok(child) => {
+            let pid = child.id();
+            if wait && !crate::mariadb::wait_ready(&init.dir, crate::mariadb::START_TIMEOUT) {
+                log(
+                    &init.node,
+                    &format!(
+                        "mariadbd (pid {pid}) takes no connections after {:?}; starting the agent anyway",
+                        crate::mariadb::START_TIMEOUT
+                    ),
+                );
+            } else {
+                log(&init.node, &format!("mariadbd started (pid {pid})"));
+            }
+            Some(Pid::from_raw(pid as i32))
+        }
+        Err(error) => {
+            log(&init.node, &format!("cannot start mariadbd: {error:#}"));
+            None
+        }
+    }
 }
 
 /// Starts `mailherd signup --config CONFIG` with its output appended to

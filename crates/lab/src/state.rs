@@ -168,6 +168,9 @@ pub struct LabState {
     /// backend) beside its agent.
     #[serde(default)]
     pub signup: bool,
+    /// `up --mariadb`: a mariadbd of its own on every mail node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mariadb: Option<crate::mariadb::MariadbLab>,
     pub nodes: Vec<NodeState>,
 }
 
@@ -418,6 +421,7 @@ pub(crate) mod tests {
                 password: "pw".into(),
             }),
             signup: false,
+            mariadb: None,
             nodes: plan_nodes(2, 1)
                 .iter()
                 .map(|plan| NodeState::from_plan(plan, lab_dir))

@@ -18,6 +18,12 @@ use crate::topology::{self, NodeKind};
 pub fn add_node(witness: bool) -> Result<()> {
     let mut state = LabState::load_current()?;
     refuse_keepalived(&state, "add-node")?;
+    if state.mariadb.is_some() {
+        bail!(
+            "add-node does not work with --mariadb: the other nodes' [mariadb] sections list \
+             the servers of the lab as it was built"
+        );
+    }
     if state.hetzner_sim.is_some() {
         bail!("add-node does not work with --cloud hetzner-sim: the simulator's world has a fixed set of servers");
     }
@@ -107,6 +113,12 @@ fn build_and_add(state: &LabState, node: &NodeState, contact: &str) -> Result<()
 pub fn remove_node(name: &str) -> Result<()> {
     let mut state = LabState::load_current()?;
     refuse_keepalived(&state, "remove-node")?;
+    if state.mariadb.is_some() {
+        bail!(
+            "remove-node does not work with --mariadb: the other nodes' [mariadb] sections list \
+             the servers of the lab as it was built"
+        );
+    }
     let node = state.node(name)?.clone();
     let mail_left = state
         .nodes

@@ -37,6 +37,41 @@ pub struct NodeAnswer {
     /// `--storage btrfs`: the agent's `replication` (newest snapshot here,
     /// the data age its last promotion started from, transfers).
     pub replication: Option<serde_json::Value>,
+    /// The newest promotion in the agent's replicated history that ran
+    /// the `promote_database` step.
+    pub promote_database: Option<PromoteDatabase>,
+}
+
+/// The `promote_database` step of one promotion, as the history records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PromoteDatabase {
+    pub epoch: u64,
+    /// The node promoted.
+    pub node: String,
+    pub ok: bool,
+    /// How long the step took: draining the relay log, stopping
+    /// replication, read_only OFF.
+    pub duration_ms: u64,
+}
+
+/// The newest `promote_database` step in a `/status` document's history.
+fn last_promote_database(status: &serde_json::Value) -> Option<PromoteDatabase> {
+    status["history"]
+        .as_array()?
+        .iter()
+        .filter_map(|record| {
+            let step = record["outcome"]["steps"]
+                .as_array()?
+                .iter()
+                .find(|step| step["name"] == "promote_database")?;
+            Some(PromoteDatabase {
+                epoch: record["epoch"].as_u64()?,
+                node: record["to"].as_str()?.to_string(),
+                ok: step["ok"].as_bool()?,
+                duration_ms: step["duration_ms"].as_u64()?,
+            })
+        })
+        .max_by_key(|step| step.epoch)
 }
 
 impl NodeAnswer {
@@ -49,6 +84,7 @@ impl NodeAnswer {
             volume_mounted: false,
             keepalived_state: None,
             replication: None,
+            promote_database: None,
         }
     }
 }
@@ -87,6 +123,46 @@ struct StatusJson<'a> {
     /// `--cloud hetzner-sim` only: design §7's `cloud` object, exactly.
     #[serde(skip_serializing_if = "Option::is_none")]
     cloud: Option<CloudJson<'a>>,
+    /// `up --mariadb` only: the application's account and every mail
+    /// node's server as it says it is (read from the client namespace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mariadb: Option<MariadbJson>,
+}
+
+#[derive(Serialize)]
+struct MariadbJson {
+    port: u16,
+    database: &'static str,
+    user: &'static str,
+    password: String,
+    /// The newest promotion's `promote_database` step (from the agents'
+    /// replicated history), when any agent answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_promotion: Option<PromoteDatabase>,
+    /// Why the servers could not be read (then `nodes` is empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    nodes: Vec<crate::mariadb::ServerJson>,
+}
+
+fn mariadb_json(state: &LabState, answers: &[NodeAnswer]) -> Option<MariadbJson> {
+    let lab = state.mariadb.as_ref()?;
+    let (nodes, error) = match crate::mariadb::query(state) {
+        Ok(nodes) => (nodes, None),
+        Err(error) => (Vec::new(), Some(format!("{error:#}"))),
+    };
+    Some(MariadbJson {
+        port: crate::mariadb::PORT,
+        database: crate::mariadb::APP_DATABASE,
+        user: crate::mariadb::APP_USER,
+        password: lab.app_password.clone(),
+        last_promotion: answers
+            .iter()
+            .filter_map(|answer| answer.promote_database.clone())
+            .max_by_key(|step| step.epoch),
+        error,
+        nodes,
+    })
 }
 
 #[derive(Serialize)]
@@ -159,12 +235,17 @@ pub fn run(json: bool) -> Result<()> {
     let state = LabState::load_current()?;
     let answers = query_all(&state);
     if json {
+        let mut document = to_json(&state, &answers);
+        document.mariadb = mariadb_json(&state, &answers);
         println!(
             "{}",
-            serde_json::to_string_pretty(&to_json(&state, &answers)).expect("status serialises")
+            serde_json::to_string_pretty(&document).expect("status serialises")
         );
     } else {
         print_table(&state, &answers);
+        if let Some(mariadb) = mariadb_json(&state, &answers) {
+            print_mariadb(&mariadb);
+        }
     }
     Ok(())
 }
@@ -225,6 +306,7 @@ fn ask_keepalived(state: &LabState, node: &NodeState, holds_floating_ip: bool) -
         volume_mounted: false,
         keepalived_state,
         replication: None,
+        promote_database: None,
     }
 }
 
@@ -298,6 +380,7 @@ fn parse_status(body: &str) -> NodeAnswer {
             volume_mounted: false,
             keepalived_state: None,
             replication: value.get("replication").cloned(),
+            promote_database: last_promote_database(&value),
         },
         None => NodeAnswer::down("/status has no role"),
     }
@@ -387,6 +470,43 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
             volume_ids: &cloud.volume_ids,
             servers: &cloud.servers,
         }),
+        mariadb: None,
+    }
+}
+
+fn print_mariadb(mariadb: &MariadbJson) {
+    if let Some(error) = &mariadb.error {
+        println!("MariaDB: {error}");
+    }
+    if let Some(step) = &mariadb.last_promotion {
+        println!(
+            "MariaDB: promote_database on {} (epoch {}) took {} ms{}",
+            step.node,
+            step.epoch,
+            step.duration_ms,
+            if step.ok { "" } else { ", and failed" }
+        );
+    }
+    for server in &mariadb.nodes {
+        println!(
+            "MariaDB {:<5} {:<16} {:<9} read_only={} {}",
+            server.name,
+            server.address,
+            server.role,
+            server
+                .read_only
+                .map(|read_only| if read_only { "ON" } else { "OFF" })
+                .unwrap_or("-"),
+            match (&server.replicating_from, &server.error) {
+                (Some(source), _) => format!(
+                    "from {source} (IO {}, SQL {})",
+                    server.io_running.as_deref().unwrap_or("-"),
+                    server.sql_running.as_deref().unwrap_or("-")
+                ),
+                (None, Some(error)) => error.clone(),
+                (None, None) => String::new(),
+            }
+        );
     }
 }
 
@@ -469,6 +589,34 @@ mod tests {
         assert!(answer.error.is_none());
         assert_eq!(parse_status("not json").role, "down");
         assert_eq!(parse_status(r#"{"node":"n1"}"#).role, "down");
+    }
+
+    #[test]
+    fn the_newest_promote_database_step_is_picked_from_the_history() {
+        let status: serde_json::Value = serde_json::from_str(
+            r#"{"role":"backup","history":[
+                {"epoch":1,"to":"n1","outcome":{"ok":true,"steps":[
+                    {"name":"promote_database","ok":true,"duration_ms":40}]}},
+                {"epoch":3,"to":"n2","outcome":{"ok":true,"steps":[
+                    {"name":"add_floating_ip","ok":true,"duration_ms":2},
+                    {"name":"promote_database","ok":true,"duration_ms":312}]}},
+                {"epoch":4,"to":"n3","outcome":null},
+                {"epoch":5,"to":"n3","outcome":{"ok":true,"steps":[]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            last_promote_database(&status),
+            Some(PromoteDatabase {
+                epoch: 3,
+                node: "n2".into(),
+                ok: true,
+                duration_ms: 312
+            })
+        );
+        assert_eq!(
+            last_promote_database(&serde_json::json!({"role": "x"})),
+            None
+        );
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct UpOptions {
     pub signup: bool,
     /// Shared volume or per-node btrfs copies.
     pub storage: Storage,
+    /// A mariadbd of its own on every mail node (`crate::mariadb`).
+    pub mariadb: bool,
 }
 
 pub fn run(options: UpOptions) -> Result<()> {
@@ -84,6 +86,9 @@ pub fn run(options: UpOptions) -> Result<()> {
     crate::host::preflight(options.stack, options.manager)?;
     if options.haproxy {
         crate::host::preflight_haproxy()?;
+    }
+    if options.mariadb {
+        crate::mariadb::preflight()?;
     }
     let agent_bin = if options.manager.is_keepalived() {
         crate::host::resolve_keepalived_bin()?
@@ -138,6 +143,14 @@ fn refuse_unsupported_combinations(options: &UpOptions) -> Result<()> {
         bail!(
             "--storage btrfs does not go with --cloud hetzner-sim: the simulated cloud moves \
              one shared volume; replicated btrfs copies need no cloud volume, use --cloud local"
+        );
+    }
+    if options.mariadb && options.manager.is_keepalived() {
+        bail!(
+            "--mariadb does not go with --manager {}: keepalived does not make the master's \
+             database writable nor repoint the replicas (the agent's promotion does); use \
+             --manager mailherd",
+            options.manager.name()
         );
     }
     if !options.manager.is_keepalived() {
@@ -268,6 +281,9 @@ fn plan(options: &UpOptions, agent_bin: PathBuf, lab_bin: PathBuf) -> LabState {
         lab_bin,
         mail,
         signup: options.signup,
+        mariadb: options.mariadb.then(|| crate::mariadb::MariadbLab {
+            app_password: Alphanumeric.sample_string(&mut rand::rng(), 16),
+        }),
         nodes,
         lab_dir,
     }
@@ -361,6 +377,9 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
     if !state.manager.is_keepalived() {
         write_tls_files(&state)?;
     }
+    if state.mariadb.is_some() {
+        crate::mariadb::write_password_files(&state)?;
+    }
     for node in &state.nodes {
         write_node_files(&state, node)
             .with_context(|| format!("cannot write the files of node {}", node.name))?;
@@ -372,6 +391,9 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
         Storage::Shared => crate::volume::prepare(&state)?,
         Storage::Btrfs => crate::volume::prepare_pools(&state)?,
     }
+    if state.mariadb.is_some() {
+        crate::mariadb::install_all(&state)?;
+    }
     if let Some(cloud) = &state.hetzner_sim {
         crate::cloud::write_files(&state, cloud)?;
         crate::cloud::start_simulator(&state, cloud)?;
@@ -381,9 +403,42 @@ fn build(mut state: LabState, wait: Duration) -> Result<LabState> {
         crate::node::boot(&state, node)?;
     }
     wait_for_banner(&state, wait)?;
+    if state.mariadb.is_some() {
+        set_up_replication(&state)?;
+    }
     crate::front::build(&state)?;
     crate::front::wait_ready(&state, wait)?;
     Ok(state)
+}
+
+/// Once a master serves (its promotion made its database writable), the
+/// real `mailherd db setup-replication` on it: the replication account,
+/// and every other server a GTID replica of the master's. Then the
+/// application's empty database, on the master.
+fn set_up_replication(state: &LabState) -> Result<()> {
+    let answers = crate::commands::status::query_all(state);
+    let masters: Vec<&NodeState> = state
+        .nodes
+        .iter()
+        .zip(&answers)
+        .filter(|(_, answer)| answer.role == "master")
+        .map(|(node, _)| node)
+        .collect();
+    let [master] = masters[..] else {
+        bail!(
+            "cannot set up MariaDB replication: {} nodes say they are master (need exactly one)",
+            masters.len()
+        );
+    };
+    crate::mariadb::setup_replication(state, master)?;
+    crate::mariadb::create_app_database(state, master)
+        .context("cannot create the application's database")?;
+    println!(
+        "MariaDB replication set up from {} (`mailherd db setup-replication`, output in {})",
+        master.name,
+        crate::mariadb::setup_log(&state.lab_dir).display()
+    );
+    Ok(())
 }
 
 /// Writes the lab's control token once (0600), for `mailherd switchover`,
@@ -421,6 +476,9 @@ pub fn write_node_files(state: &LabState, node: &NodeState) -> Result<()> {
     std::fs::create_dir_all(node.run_dir())?;
     if node.kind == NodeKind::Mail {
         crate::stack::write_node_files(state, node)?;
+        if let Some(lab) = &state.mariadb {
+            crate::mariadb::write_node_files(state, lab, node)?;
+        }
     }
     if let Some(timing) = state.manager.keepalived_timing() {
         return crate::keepalived::write_node_files(state, node, timing);
