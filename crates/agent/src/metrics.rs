@@ -99,6 +99,13 @@ struct MemberLabels {
     member: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VolumeLabels {
+    volume: String,
+}
+
+type SecondsFamily<L> = Family<L, Gauge<f64, std::sync::atomic::AtomicU64>>;
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Promotions take from milliseconds (a banner stack) to tens of seconds
@@ -133,6 +140,8 @@ pub struct Metrics {
     check_probes: Family<CheckResultLabels, Counter>,
     verdict: Family<VerdictLabels, Gauge>,
     member_ready: Family<MemberLabels, Gauge>,
+    replication_snapshot_age: SecondsFamily<VolumeLabels>,
+    replication_promotion_data_age: SecondsFamily<VolumeLabels>,
     breaker_open: Gauge,
     breaker_failovers_in_window: Gauge,
     maintenance: Gauge,
@@ -167,6 +176,8 @@ impl Metrics {
             check_probes: Family::default(),
             verdict: Family::default(),
             member_ready: Family::default(),
+            replication_snapshot_age: Family::default(),
+            replication_promotion_data_age: Family::default(),
             breaker_open: Gauge::default(),
             breaker_failovers_in_window: Gauge::default(),
             maintenance: Gauge::default(),
@@ -247,6 +258,18 @@ impl Metrics {
             "Whether each member is ready to be assigned the role, from the replicated health reports",
             metrics.member_ready.clone(),
         );
+        registry.register_with_unit(
+            "replication_snapshot_age",
+            "Age of the newest complete snapshot of a replicated volume on this node",
+            Unit::Seconds,
+            metrics.replication_snapshot_age.clone(),
+        );
+        registry.register_with_unit(
+            "replication_promotion_data_age",
+            "How old the data was that this node's last promotion started from (the failover's RPO)",
+            Unit::Seconds,
+            metrics.replication_promotion_data_age.clone(),
+        );
         registry.register(
             "breaker_open",
             "1 while the circuit breaker stops automatic failover",
@@ -323,6 +346,21 @@ impl Metrics {
         }
         self.maintenance
             .set(i64::from(doc.maintenance_since_unix_ms.is_some()));
+        for volume in &doc.replication {
+            let labels = VolumeLabels {
+                volume: volume.volume.clone(),
+            };
+            if let Some(age_ms) = volume.newest_age_ms {
+                self.replication_snapshot_age
+                    .get_or_create(&labels)
+                    .set(age_ms as f64 / 1_000.0);
+            }
+            if let Some(age_ms) = volume.opened_data_age_ms {
+                self.replication_promotion_data_age
+                    .get_or_create(&labels)
+                    .set(age_ms as f64 / 1_000.0);
+            }
+        }
         if let Some(report) = &doc.verdict {
             for verdict in VERDICTS {
                 self.verdict

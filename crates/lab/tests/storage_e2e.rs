@@ -138,6 +138,28 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
         .as_u64()
         .expect("data age reported");
     eprintln!("failover to {new_master}: started from {from}, data age (RPO) {rpo_ms} ms");
+    // The same figure for Prometheus, on the new master's /metrics.
+    let api = node(&status, &new_master)["api"]
+        .as_str()
+        .expect("api")
+        .to_string();
+    let metrics = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            status["client_namespace"].as_str().unwrap(),
+        ])
+        .args(["curl", "-sS", "--max-time", "3"])
+        .arg(format!("{api}/metrics"))
+        .output()
+        .expect("curl runs");
+    let metrics = common::text(&metrics.stdout);
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("mailherd_replication_promotion_data_age_seconds{volume=\"mail\"}"))
+        .unwrap_or_else(|| panic!("no data age in /metrics:\n{metrics}"));
+    let seconds: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!((seconds * 1000.0).round() as u64, rpo_ms, "{line}");
     LAB.wait_for("the mail on the new master", WAIT, || {
         LAB.subjects()
             .filter(|s| s.iter().any(|s| s == "before-failover"))
