@@ -9,24 +9,43 @@
 #   /usr/share/doc/mailherd/examples/      commented example configs
 #   /etc/mailherd/                         empty: the operator's config goes here
 # Usage: bash scripts/package.sh   (CARGO_TARGET_DIR is honoured)
+# Environment:
+#   MAILHERD_PACKAGE_BINARY=PATH  package this already-built mailherd
+#       instead of making a release build (crates/cli/tests/packaging.rs
+#       packages the debug build this way); its --version must match the
+#       workspace's version.
+#   MAILHERD_PACKAGE_OUT=DIR      where the package tree and the .deb go
+#       (default: $CARGO_TARGET_DIR/debian, i.e. target/debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cargo=${CARGO:-cargo}
 
-for tool in cargo dpkg-deb dpkg jq gzip strip objdump; do
+for tool in "$cargo" dpkg-deb dpkg jq gzip strip objdump; do
     command -v "$tool" >/dev/null || { echo "package.sh: $tool is missing" >&2; exit 1; }
 done
 
-version=$(cargo metadata --no-deps --format-version 1 \
+version=$("$cargo" metadata --no-deps --format-version 1 \
     | jq -r '.packages[] | select(.name == "mailherd") | .version')
 arch=$(dpkg --print-architecture)
 target=${CARGO_TARGET_DIR:-target}
+out=${MAILHERD_PACKAGE_OUT:-$target/debian}
 
-echo "package.sh: building mailherd $version (release) ..."
-cargo build --release --locked -p mailherd --bin mailherd
-binary="$target/release/mailherd"
+if [ -n "${MAILHERD_PACKAGE_BINARY:-}" ]; then
+    binary=$MAILHERD_PACKAGE_BINARY
+    [ -x "$binary" ] || { echo "package.sh: MAILHERD_PACKAGE_BINARY=$binary is not an executable file" >&2; exit 1; }
+    echo "package.sh: packaging mailherd $version from $binary (no build)"
+else
+    echo "package.sh: building mailherd $version (release) ..."
+    "$cargo" build --release --locked -p mailherd --bin mailherd
+    binary="$target/release/mailherd"
+fi
+built=$("$binary" --version)
+[ "$built" = "mailherd $version" ] \
+    || { echo "package.sh: $binary says \"$built\", the workspace is at $version" >&2; exit 1; }
 
 name="mailherd_${version}_${arch}"
-root="$target/debian/$name"
+install -d "$out"
+root="$out/$name"
 rm -rf "$root"
 install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" \
     "$root/usr/share/man/man1" "$root/usr/share/bash-completion/completions" \
@@ -57,9 +76,20 @@ License: Apache-2.0
  On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0.
 COPYRIGHT
 
-# The newest glibc symbol version the binary needs is its only library
-# dependency (rustls and aws-lc are linked in).
+# Library dependencies (rustls and aws-lc are linked in): glibc, at the
+# newest symbol version the binary uses, and libgcc_s (unwinding). Any
+# other shared library the binary needs is an error here, not a package
+# that installs and then fails to start.
 glibc=$(objdump -T "$root/usr/bin/mailherd" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)
+depends="libc6 (>= $glibc)"
+for library in $(objdump -p "$root/usr/bin/mailherd" | awk '$1 == "NEEDED" { print $2 }'); do
+    case $library in
+        libc.so.6 | libm.so.6 | libpthread.so.0 | libdl.so.2 | librt.so.1 | ld-linux-*.so.*) ;;
+        libgcc_s.so.1) depends="$depends, libgcc-s1" ;;
+        *) echo "package.sh: the binary needs $library, which package.sh does not map to a Debian package" >&2
+           exit 1 ;;
+    esac
+done
 installed_kib=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 cat > "$root/DEBIAN/control" <<CONTROL
 Package: mailherd
@@ -67,7 +97,7 @@ Version: $version
 Architecture: $arch
 Maintainer: mailherd developers <dev@mailherd.invalid>
 Installed-Size: $installed_kib
-Depends: libc6 (>= $glibc)
+Depends: $depends
 Recommends: iproute2
 Suggests: postfix, dovecot-imapd, docker-compose-plugin
 Section: admin
@@ -114,7 +144,7 @@ exit 0
 POSTRM
 chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
 
-deb="$target/debian/$name.deb"
+deb="$out/$name.deb"
 dpkg-deb --root-owner-group --build "$root" "$deb" >/dev/null
 echo "package.sh: wrote $deb"
 dpkg-deb --info "$deb" | sed -n 's/^ *\(Package\|Version\|Architecture\|Depends\|Installed-Size\):/  &/p'
