@@ -26,6 +26,7 @@
 //! Exit 2 also when the check cannot be made at all (an unreadable
 //! config): for a track script, not knowing is not fit.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -166,7 +167,7 @@ async fn check_async(args: &CheckArgs, config: Config) -> anyhow::Result<Report>
             }],
         ),
         Role::Master => master(&config, &holdings).await,
-        Role::Backup => backup(&config, &holdings),
+        Role::Backup => backup(&config, &holdings, &replicas(&drivers).await),
     };
     let exit_code = match verdict {
         "operational" | "promoting" | "ready" => 0,
@@ -232,7 +233,38 @@ async fn probe_item(check: &CheckSection) -> Item {
     }
 }
 
-fn backup(config: &Config, holdings: &Holdings) -> (&'static str, Vec<Item>) {
+/// A backup's copy of each replicated volume: what it would start from if
+/// promoted now (its newest complete snapshot, and that snapshot's age), or
+/// why it could not.
+async fn replicas(drivers: &Drivers) -> BTreeMap<String, Result<String, String>> {
+    let mut found = BTreeMap::new();
+    for set in &drivers.replicated {
+        let store = set.volume.store();
+        let reading = match store.check().await {
+            Err(error) => Err(format!("its replication pool is not usable: {error}")),
+            Ok(()) => match store.snapshots().await {
+                Err(error) => Err(format!("cannot list its snapshots: {error}")),
+                Ok(names) => match names.last() {
+                    None => Err("no complete snapshot here: promoted now, this node would \
+                                 start with an empty copy"
+                        .to_string()),
+                    Some(newest) => Ok(format!(
+                        "newest snapshot {newest}, {} ms old",
+                        newest.age_at(std::time::SystemTime::now()).as_millis()
+                    )),
+                },
+            },
+        };
+        found.insert(set.volume.name().to_string(), reading);
+    }
+    found
+}
+
+fn backup(
+    config: &Config,
+    holdings: &Holdings,
+    replicas: &BTreeMap<String, Result<String, String>>,
+) -> (&'static str, Vec<Item>) {
     let mut items = Vec::new();
     let mut readiness = |name: String, kind: &str, ok: bool, detail: String| {
         items.push(Item {
@@ -273,6 +305,14 @@ fn backup(config: &Config, holdings: &Holdings) -> (&'static str, Vec<Item>) {
                 }
                 None => {}
             }
+        }
+        match replicas.get(&volume.name) {
+            Some(Ok(copy)) if ok => detail.push_str(&format!(", {copy}")),
+            Some(Err(why)) if ok => {
+                ok = false;
+                detail = why.clone();
+            }
+            _ => {}
         }
         readiness(format!("volume {}", volume.name), "volume", ok, detail);
     }

@@ -436,3 +436,87 @@ fn render_refuses_a_node_without_floating_ip() {
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no [floating_ip]"));
 }
+
+/// A backup's readiness names what its copy of a replicated volume would
+/// start from: refused without a usable pool or without any snapshot
+/// (promoted, it would start empty), ready with the newest snapshot's name.
+/// The btrfs disk is a loop device mounted in a private mount namespace of
+/// a shell that runs the real `mailherd check`.
+#[test]
+fn check_on_a_backup_names_the_snapshot_its_replicated_copy_would_start_from() {
+    let node = Node::new();
+    let pool_fs = node.path("pool-fs");
+    std::fs::create_dir_all(&pool_fs).unwrap();
+    let volume = |pool: &Path| {
+        format!(
+            "[[volumes]]\nname = \"mail\"\ndriver = \"btrfs\"\nmount_point = \"{}\"\n\
+             [volumes.replication]\npool = \"{}\"\n",
+            node.path("vmail").display(),
+            pool.display()
+        )
+    };
+
+    // A pool that is not on btrfs (the temp dir) is named.
+    let config = node.config(&volume(&node.path("not-btrfs")));
+    std::fs::create_dir_all(node.path("not-btrfs")).unwrap();
+    let (code, report) = check(&config, &["--role", "backup"]);
+    assert_eq!(code, 2, "{report}");
+    let item = &report["items"][0];
+    assert_eq!(item["ok"], false, "{report}");
+    let detail = item["detail"].as_str().unwrap();
+    assert!(detail.contains("not on a btrfs file system"), "{detail}");
+
+    let image = node.path("disk.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(256 * 1024 * 1024))
+        .unwrap();
+    let status = Command::new("mkfs.btrfs")
+        .args(["-q", "-f"])
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let device = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let device = String::from_utf8(device.stdout).unwrap().trim().to_string();
+    let config = node.config(&volume(&pool_fs.join("pool")));
+    // Both cases in one private mount namespace: the empty pool, then the
+    // pool with a complete (read-only) snapshot.
+    let script = format!(
+        "set -e\nmount -t btrfs {device} {fs}\nmkdir -p {fs}/pool/snapshots\n\
+         {bin} check --json --role backup --config {config} > {out}/empty.json || true\n\
+         btrfs -q subvolume create {fs}/seed\n\
+         btrfs -q subvolume snapshot -r {fs}/seed {fs}/pool/snapshots/e0000000000-1700000000000-seed\n\
+         {bin} check --json --role backup --config {config} > {out}/seeded.json || true\n",
+        fs = pool_fs.display(),
+        bin = MAILHERD,
+        config = config.display(),
+        out = node.directory.path().display(),
+    );
+    let run = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let _ = Command::new("losetup").args(["-d", &device]).status();
+    assert!(run.status.success(), "{}", text(&run));
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(node.path(name)).unwrap()).unwrap()
+    };
+    let empty = read("empty.json");
+    assert_eq!(empty["verdict"], "not_ready", "{empty}");
+    let detail = empty["items"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("would start with an empty copy"),
+        "{detail}"
+    );
+    let seeded = read("seeded.json");
+    assert_eq!(seeded["verdict"], "ready", "{seeded}");
+    let detail = seeded["items"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("newest snapshot e0000000000-1700000000000-seed"),
+        "{detail}"
+    );
+}
