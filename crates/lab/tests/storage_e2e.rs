@@ -82,6 +82,45 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
         "the first master did not start from the seed: {opened}"
     );
 
+    // The peer endpoint (mutual TLS, a node's certificate) lists a
+    // backup's snapshots and fences what it receives: a stream under an
+    // older epoch, or from a node that does not hold the role, is refused
+    // before anything is written, and so is any stream to the master.
+    let backup = nodes.iter().find(|n| **n != master).unwrap().clone();
+    let (code, listing) = peer(&status, &master, &backup, "GET", "snapshots", &[]);
+    assert_eq!(code, 200, "{listing}");
+    assert!(listing.contains("-seed"), "{listing}");
+    let name = "name=e0000000000-1700000000000-n9";
+    let cases = [
+        (
+            &backup,
+            vec!["x-mailherd-from: 1", "x-mailherd-epoch: 0"],
+            "stale master",
+        ),
+        (
+            &backup,
+            vec!["x-mailherd-from: 9", "x-mailherd-epoch: 1"],
+            "does not hold the role",
+        ),
+        (
+            &master,
+            vec!["x-mailherd-from: 9", "x-mailherd-epoch: 99"],
+            "holds the volume itself",
+        ),
+    ];
+    for (to, headers, needle) in cases {
+        let (code, body) = peer(
+            &status,
+            &master,
+            to,
+            "POST",
+            &format!("receive?{name}"),
+            &headers,
+        );
+        assert_eq!(code, 409, "to {to} with {headers:?}: {body}");
+        assert!(body.contains(needle), "to {to} with {headers:?}: {body}");
+    }
+
     LAB.ok(&["mail", "send", "--subject", "before-failover"]);
     LAB.wait_for("the mail in the mailbox", WAIT, || {
         LAB.subjects()
@@ -241,6 +280,53 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
         .filter_map(|n| n["name"].as_str())
         .collect();
     assert_eq!(holders, vec![master.as_str()], "{status}");
+}
+
+/// curl on `to`'s peer endpoint (`/storage/mail/WHAT`), with `as_node`'s
+/// certificate, from inside `as_node`'s namespace: status code and body.
+fn peer(
+    status: &Value,
+    as_node: &str,
+    to: &str,
+    method: &str,
+    what: &str,
+    headers: &[&str],
+) -> (u16, String) {
+    let tls = format!("{}/tls", LAB.dir);
+    let address = node(status, to)["address"].as_str().unwrap().to_string();
+    let mut command = std::process::Command::new("ip");
+    command
+        .args([
+            "netns",
+            "exec",
+            node(status, as_node)["namespace"].as_str().unwrap(),
+        ])
+        .args([
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(["--cacert", &format!("{tls}/ca.pem")])
+        .args(["--cert", &format!("{tls}/{as_node}.pem")])
+        .args(["--key", &format!("{tls}/{as_node}.key")]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    if method == "POST" {
+        command.args(["--data-binary", "not a btrfs stream"]);
+    }
+    let output = command
+        .arg(format!("https://{address}:7400/storage/mail/{what}"))
+        .output()
+        .expect("curl runs");
+    let out = common::text(&output.stdout);
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 /// `mailherd switchover --to NODE` against the current master's API, from
