@@ -379,3 +379,53 @@ fn errors_name_the_node_and_the_lag_bound_holds() {
     runtime.block_on(lock.query_drop("UNLOCK TABLES")).unwrap();
     wait_rows(n2, &["blocked".to_string()]);
 }
+
+/// With semi-synchronous replication the dying master's acknowledgement may
+/// come from either replica. Here n2's IO thread is stopped, so only n3
+/// receives the last rows; the master dies; n2 is promoted. It must fetch
+/// those rows from n3 before it takes writes, and say so.
+#[test]
+fn a_promotion_fetches_what_another_replica_received_first() {
+    let mut cluster = Cluster::new(3);
+    let configs = cluster.configs("max_promotion_lag_ms = 20000");
+    let output = mailherd(&["db", "setup-replication", "--master", "n1"], &configs[0]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    let [n1, n2, n3] = &mut cluster.servers[..] else {
+        unreachable!()
+    };
+    n1.run("CREATE DATABASE app");
+    n1.run("CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20))");
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        n1.app_insert(&format!("both-{i}")).unwrap();
+        expected.push(format!("both-{i}"));
+    }
+    wait_rows(n2, &expected);
+    wait_rows(n3, &expected);
+
+    n2.run("STOP SLAVE IO_THREAD");
+    for i in 0..10 {
+        n1.app_insert(&format!("only-n3-{i}")).unwrap();
+        expected.push(format!("only-n3-{i}"));
+    }
+    wait_rows(n3, &expected);
+    assert!(
+        n2.rows().len() < expected.len(),
+        "n2 received the rows anyway"
+    );
+    n1.kill();
+
+    let output = mailherd(&["db", "promote"], &configs[1]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("caught up from n3") && text.contains("10 transaction(s)"),
+        "{text}"
+    );
+    assert_eq!(n2.rows(), expected, "a row n3 had received was lost");
+    assert_eq!(n2.value("SELECT @@read_only").as_deref(), Some("0"));
+    // n3 follows n2 and gets what n2 writes now, without error 1236.
+    n2.app_insert("after").unwrap();
+    expected.push("after".into());
+    wait_rows(n3, &expected);
+}

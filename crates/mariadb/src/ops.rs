@@ -19,6 +19,10 @@ use crate::state::{health, role, Health, NodeState};
 
 /// How often a promotion looks at the relay log while it drains.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// How long a promotion tries to reach each other replica when it looks
+/// for transactions it lacks: short, because an unreachable one costs this
+/// much on every failover (they are asked at once, not one after another).
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long `setup` waits for a replica's threads to run.
 const SETUP_SETTLE: Duration = Duration::from_secs(10);
 /// The lag `status` and `setup` call degraded.
@@ -538,6 +542,10 @@ pub async fn promote(topology: &Topology, me: usize) -> Result<String, DbError> 
             state = server.state().await?;
         }
         if topology.mode == ReplicationMode::PrimaryReplica {
+            if let Some(caught_up) = catch_up(topology, me, &mut server, &state, started).await? {
+                done.push(caught_up);
+                state = server.state().await?;
+            }
             let source = state
                 .replica
                 .as_ref()
@@ -557,6 +565,128 @@ pub async fn promote(topology: &Topology, me: usize) -> Result<String, DbError> 
     }
     server.disconnect().await;
     Ok(done.join("; "))
+}
+
+/// Before a replica becomes master: another replica of the same old master
+/// may have received transactions this one has not (with semi-synchronous
+/// replication the master's acknowledgement may have come from any one
+/// replica). Asks every other reachable, read-only replica at once (not
+/// the old master: it is gone, or demoted and read by its replicas
+/// anyway); if the most advanced one holds transactions this server lacks,
+/// waits until it applied what it received, replicates from it until this
+/// server has them all, and says so. Within `max_promotion_lag` from
+/// `started`, like the relay log's drain.
+async fn catch_up(
+    topology: &Topology,
+    me: usize,
+    server: &mut Server,
+    state: &NodeState,
+    started: Instant,
+) -> Result<Option<String>, DbError> {
+    let node = &topology.nodes[me];
+    let old_source = state
+        .replica
+        .as_ref()
+        .map(|r| (r.master_host.clone(), r.master_port));
+    let (mine, _) = crate::state::positions(state).map_err(DbError::Config)?;
+    let peers = topology.nodes.iter().enumerate().filter(|(index, peer)| {
+        *index != me && Some((peer.address.ip().to_string(), peer.address.port())) != old_source
+    });
+    let readings = futures::future::join_all(peers.map(|(_, peer)| async move {
+        let connected =
+            tokio::time::timeout(PEER_CONNECT_TIMEOUT, Server::connect(topology, peer)).await;
+        let mut other = match connected {
+            Ok(Ok(other)) => other,
+            // Unreachable: it cannot serve anything anyway.
+            Ok(Err(_)) | Err(_) => return None,
+        };
+        let state = other.state().await.ok()?;
+        // Only a replica can be ahead without being a writer of its own.
+        (state.read_only && state.replica.is_some()).then_some((other, state))
+    }))
+    .await;
+    let mut ahead: Option<(Server, NodeState, GtidPos)> = None;
+    for (other, state) in readings.into_iter().flatten() {
+        let Ok((_, received)) = crate::state::positions(&state) else {
+            continue;
+        };
+        if mine.covers(&received) {
+            continue;
+        }
+        let further = ahead
+            .as_ref()
+            .is_none_or(|(_, _, best)| received.covers(best) && !best.covers(&received));
+        if further {
+            ahead = Some((other, state, received));
+        }
+    }
+    let Some((mut other, mut other_state, received)) = ahead else {
+        return Ok(None);
+    };
+    let bound = |waited: Duration, applied: &GtidPos, received: &GtidPos| DbError::LagExceeded {
+        node: node.name.clone(),
+        address: node.address.to_string(),
+        waited_ms: waited.as_millis() as u64,
+        applied: applied.to_string(),
+        received: received.to_string(),
+        behind: applied.behind(received),
+    };
+    // What the other replica received is served from its binary log only
+    // once it applied it (log_slave_updates).
+    loop {
+        let (applied, _) = crate::state::positions(&other_state).map_err(DbError::Config)?;
+        let logged = GtidPos::parse(&other_state.gtid_binlog_pos).map_err(DbError::Config)?;
+        if applied.covers(&received) && logged.covers(&received) {
+            break;
+        }
+        if started.elapsed() >= topology.max_promotion_lag {
+            return Err(bound(started.elapsed(), &mine, &received));
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+        other_state = other.state().await?;
+    }
+    let source = other.node.clone();
+    other.disconnect().await;
+    server.exec("STOP ALL SLAVES", "STOP ALL SLAVES").await?;
+    let change = ChangeMaster {
+        host: source.address.ip().to_string(),
+        port: source.address.port(),
+        user: &topology.replication_user,
+        password: topology.replication_password.expose(),
+        demote: false,
+    };
+    server
+        .exec("CHANGE MASTER TO (GTID)", &change.statement())
+        .await?;
+    server.exec("START SLAVE", "START SLAVE").await?;
+    loop {
+        let now = server.state().await?;
+        let applied = GtidPos::parse(&now.gtid_slave_pos).map_err(DbError::Config)?;
+        if applied.covers(&received) {
+            return Ok(Some(format!(
+                "caught up from {} ({}), which had received more: {} transaction(s) up to {received}",
+                source.name,
+                source.address,
+                mine.behind(&received)
+            )));
+        }
+        if let Some(replica) = &now.replica {
+            if replica.last_io_errno != 0 || replica.last_sql_errno != 0 {
+                return Err(DbError::Unfit {
+                    node: node.name.clone(),
+                    address: node.address.to_string(),
+                    reason: format!(
+                        "cannot fetch what {} has beyond {mine}: {} {}",
+                        source.name, replica.last_io_error, replica.last_sql_error
+                    ),
+                });
+            }
+        }
+        if started.elapsed() >= topology.max_promotion_lag {
+            return Err(bound(started.elapsed(), &applied, &received));
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
 }
 
 /// The demotion step: `read_only=ON` on node `me`, so nothing writes here
