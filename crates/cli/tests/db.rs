@@ -429,3 +429,47 @@ fn a_promotion_fetches_what_another_replica_received_first() {
     expected.push("after".into());
     wait_rows(n3, &expected);
 }
+
+/// The old master's last commit reached no replica (their IO threads were
+/// stopped), and the new master then wrote more transactions than that, so
+/// its position is past the old master's in sequence numbers. Following it
+/// would lose the commit (MariaDB would stop with error 1236): `db follow`
+/// refuses, naming the GTID, and leaves the old master read-only.
+#[test]
+fn an_old_master_whose_last_commit_nobody_received_is_refused() {
+    let mut cluster = Cluster::new(3);
+    let configs = cluster.configs("max_promotion_lag_ms = 20000");
+    let output = mailherd(&["db", "setup-replication", "--master", "n1"], &configs[0]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    let [n1, n2, n3] = &mut cluster.servers[..] else {
+        unreachable!()
+    };
+    n1.run("CREATE DATABASE app");
+    n1.run("CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20))");
+    n1.app_insert("shared").unwrap();
+    wait_rows(n2, &["shared".to_string()]);
+    wait_rows(n3, &["shared".to_string()]);
+    n2.run("STOP SLAVE IO_THREAD");
+    n3.run("STOP SLAVE IO_THREAD");
+    n1.app_insert("only-on-n1").unwrap();
+    let lost = n1.value("SELECT @@gtid_binlog_pos").unwrap();
+    n1.kill();
+
+    let output = mailherd(&["db", "promote"], &configs[1]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    for i in 0..20 {
+        n2.app_insert(&format!("new-{i}")).unwrap();
+    }
+
+    n1.start();
+    let output = mailherd(&["db", "follow", "--master", "n2"], &configs[0]);
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{}", stdout(&output));
+    assert!(
+        err.contains(&format!("has transactions the master n2 lacks ({lost})"))
+            && err.contains("following it would lose them"),
+        "{err}"
+    );
+    assert_eq!(n1.value("SELECT @@read_only").as_deref(), Some("1"));
+    assert!(n1.rows().contains(&"only-on-n1".to_string()));
+}

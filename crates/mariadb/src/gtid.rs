@@ -78,23 +78,47 @@ impl GtidPos {
             .sum()
     }
 
-    /// The GTIDs of this position that `master` cannot have: a later
-    /// sequence number in a domain, or the same number written by another
-    /// server. A server with such transactions diverged from the master: it
-    /// holds commits the master never got, and cannot follow it without
-    /// losing them.
-    pub fn diverged_from(&self, master: &GtidPos) -> Vec<Gtid> {
+    /// The GTIDs of this position that the master's binary log does not
+    /// hold, by its `@@gtid_binlog_state` (the last GTID of every server in
+    /// every domain): a server with such transactions diverged from the
+    /// master — it holds commits the master never got — and cannot follow
+    /// it without losing them. Comparing positions alone would miss a
+    /// transaction whose sequence number the master later reused for one
+    /// of its own (an old master's last commit, made durable by crash
+    /// recovery, that no replica had received).
+    pub fn missing_from(&self, master: &GtidState) -> Vec<Gtid> {
         self.0
             .values()
-            .filter(|ours| match master.0.get(&ours.domain) {
-                None => true,
-                Some(theirs) => {
-                    ours.sequence > theirs.sequence
-                        || (ours.sequence == theirs.sequence && ours.server != theirs.server)
-                }
-            })
+            .filter(|ours| !master.holds(ours))
             .copied()
             .collect()
+    }
+}
+
+/// `@@gtid_binlog_state`: the last GTID each server wrote in each domain,
+/// as far as this server's binary log knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GtidState(Vec<Gtid>);
+
+impl GtidState {
+    pub fn parse(text: &str) -> Result<GtidState, String> {
+        let mut gtids = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            // One GTID at a time through the position parser.
+            let one = GtidPos::parse(part)?;
+            gtids.extend(one.0.into_values());
+        }
+        Ok(GtidState(gtids))
+    }
+
+    /// Whether the binary log holds `gtid`: the same server wrote it, or a
+    /// later one, in its domain (a server's sequence numbers only grow).
+    pub fn holds(&self, gtid: &Gtid) -> bool {
+        self.0.iter().any(|ours| {
+            ours.domain == gtid.domain
+                && ours.server == gtid.server
+                && ours.sequence >= gtid.sequence
+        })
     }
 }
 
@@ -157,23 +181,31 @@ mod tests {
     }
 
     #[test]
-    fn divergence_is_a_later_or_foreign_transaction() {
-        // The old master wrote 0-1-105; the new master only got 0-1-100 and
-        // went on with its own 0-2-101: 0-1-105 is lost to the new master.
+    fn the_binlog_state_tells_which_transactions_the_master_holds() {
+        let state = |text: &str| GtidState::parse(text).unwrap();
+        // The old master made 0-1-43 durable, no replica had it, and the new
+        // master (server 2) went on from 0-1-42: the position comparison
+        // would miss it (43 < 124), the binlog state does not.
         assert_eq!(
-            pos("0-1-105").diverged_from(&pos("0-2-101")),
+            pos("0-1-43").missing_from(&state("0-1-42,0-2-124")),
             vec![Gtid {
                 domain: 0,
                 server: 1,
-                sequence: 105
+                sequence: 43
             }]
         );
         // Everything the old master wrote reached the new one.
-        assert!(pos("0-1-100").diverged_from(&pos("0-2-101")).is_empty());
-        assert!(pos("0-1-100").diverged_from(&pos("0-1-100")).is_empty());
-        // Same number, other writer: two histories.
-        assert_eq!(pos("0-1-100").diverged_from(&pos("0-2-100")).len(), 1);
-        // A domain the master never saw.
-        assert_eq!(pos("0-1-5,7-1-1").diverged_from(&pos("0-1-5")).len(), 1);
+        assert!(pos("0-1-50")
+            .missing_from(&state("0-1-50,0-2-80"))
+            .is_empty());
+        // The old master wrote 0-1-105; the new master only got 0-1-100.
+        assert_eq!(
+            pos("0-1-105").missing_from(&state("0-1-100,0-2-101")).len(),
+            1
+        );
+        // A server or a domain the master never saw.
+        assert_eq!(pos("0-3-1").missing_from(&state("0-1-50")).len(), 1);
+        assert_eq!(pos("0-1-5,7-1-1").missing_from(&state("0-1-5")).len(), 1);
+        assert!(GtidState::parse("0-1").is_err());
     }
 }

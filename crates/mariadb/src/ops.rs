@@ -12,7 +12,7 @@ use mailherd_config::ReplicationMode;
 use serde::Serialize;
 
 use crate::error::DbError;
-use crate::gtid::GtidPos;
+use crate::gtid::{GtidPos, GtidState};
 use crate::server::{connect_as, Server, Topology};
 use crate::sql::{account, ChangeMaster};
 use crate::state::{health, role, Health, NodeState};
@@ -246,8 +246,8 @@ pub async fn setup(topology: &Topology, master_name: &str) -> Result<SetupReport
     // account exists now, and reaches the other side through it).
     let mut replication_order: Vec<usize> = (0..servers.len()).filter(|i| *i != master).collect();
     replication_order.push(master);
-    let master_pos = servers[master].value("SELECT @@gtid_binlog_pos").await?;
-    let master_pos = GtidPos::parse(&master_pos.unwrap_or_default()).map_err(DbError::Config)?;
+    let master_pos = servers[master].value("SELECT @@gtid_binlog_state").await?;
+    let master_pos = GtidState::parse(&master_pos.unwrap_or_default()).map_err(DbError::Config)?;
     for i in replication_order {
         let want = desired(topology, i, master);
         let Some(source) = want.source else { continue };
@@ -415,7 +415,7 @@ async fn point_at(
     state: &NodeState,
     source: &crate::server::DbNode,
     master_name: &str,
-    master_pos: &GtidPos,
+    master_pos: &GtidState,
 ) -> Result<Vec<String>, DbError> {
     let host = source.address.ip().to_string();
     let mut changes = Vec::new();
@@ -442,7 +442,7 @@ async fn point_at(
     // wrote them itself, as master.
     let wrote_itself = !applied.covers(&binlog);
     if wrote_itself {
-        let lost = binlog.diverged_from(master_pos);
+        let lost = binlog.missing_from(master_pos);
         if !lost.is_empty() {
             let gtids: Vec<String> = lost.iter().map(ToString::to_string).collect();
             return Err(DbError::Diverged {
@@ -752,9 +752,9 @@ pub async fn follow(topology: &Topology, node: usize, master: usize) -> Result<S
         .expect("a node that is not the master replicates");
     let master_node = &topology.nodes[master];
     let mut master_server = Server::connect(topology, master_node).await?;
-    let master_pos = master_server.value("SELECT @@gtid_binlog_pos").await?;
+    let master_pos = master_server.value("SELECT @@gtid_binlog_state").await?;
     master_server.disconnect().await;
-    let master_pos = GtidPos::parse(&master_pos.unwrap_or_default()).map_err(DbError::Config)?;
+    let master_pos = GtidState::parse(&master_pos.unwrap_or_default()).map_err(DbError::Config)?;
     changes.extend(
         point_at(
             topology,
