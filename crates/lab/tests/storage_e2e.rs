@@ -160,10 +160,15 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
     }
 
     LAB.ok(&["fail", &master, "--mode", "power"]);
-    let new_master = LAB.wait_for("a new master", WAIT, || {
-        only_master(&LAB.status()).filter(|m| *m != master)
+    // A node is "master" from its assignment on; its copy is opened by the
+    // promotion's mount step, so wait for that too.
+    let (new_master, status) = LAB.wait_for("a new master with its copy opened", WAIT, || {
+        let status = LAB.status();
+        let new_master = only_master(&status).filter(|m| *m != master)?;
+        replication(&status, &new_master)["opened_from"]
+            .is_string()
+            .then_some((new_master, status))
     });
-    let status = LAB.status();
     let opened = replication(&status, &new_master);
     let from = opened["opened_from"]
         .as_str()
