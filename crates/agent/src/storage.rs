@@ -458,6 +458,16 @@ impl Replication {
     }
 }
 
+/// Reads a command's stderr to its end in a task of its own, for the error
+/// message once the command exited.
+fn read_all(mut stderr: tokio::process::ChildStderr) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    })
+}
+
 /// The body of a send: `send`'s stdout, and at its end the command's exit.
 /// A failed command ends the body with an error, which breaks the request,
 /// so the receiver never takes a cut stream for a whole one.
@@ -468,12 +478,7 @@ fn send_stream(
     sent: Arc<std::sync::atomic::AtomicU64>,
     argv0: String,
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
-    let stderr_task = tokio::spawn(async move {
-        let mut text = String::new();
-        let mut stderr = stderr;
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
+    let stderr_task = read_all(stderr);
     futures::stream::unfold(Some((child, stdout, stderr_task)), move |state| {
         let sent = sent.clone();
         let argv0 = argv0.clone();
@@ -665,12 +670,7 @@ async fn receive_stream(
         .spawn()
         .map_err(|e| format!("cannot run `{}`: {e}", argv.join(" ")))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let stderr_task = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
+    let stderr_task = read_all(child.stderr.take().expect("piped stderr"));
     let mut stream = body.into_data_stream();
     let mut bytes = 0u64;
     let mut body_error = None;

@@ -45,6 +45,25 @@ fn command_line(program: &str, args: &[&str]) -> String {
 }
 
 /// The last `lines` lines of a log file, or a note why there are none.
+/// Makes a secret file once: `length` random alphanumerics (and `suffix`),
+/// mode 0600 from its creation on; an existing file is kept as it is.
+pub fn write_secret_file(path: &Path, length: usize, suffix: &str) -> Result<()> {
+    use rand::distr::{Alphanumeric, SampleString};
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return Ok(());
+    }
+    let secret = Alphanumeric.sample_string(&mut rand::rng(), length);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{secret}{suffix}").as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 pub fn tail(path: &Path, lines: usize) -> String {
     match std::fs::read(path) {
         Ok(bytes) => {

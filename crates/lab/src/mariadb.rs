@@ -22,7 +22,6 @@
 //! that no acknowledged row is lost when the master loses power.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -125,22 +124,11 @@ pub fn section(state: &LabState) -> mailherd_config::MariadbSection {
 
 /// The lab's two password files (0600), made once.
 pub fn write_password_files(state: &LabState) -> Result<()> {
-    use rand::distr::{Alphanumeric, SampleString};
     for path in [
         admin_password_file(&state.lab_dir),
         replication_password_file(&state.lab_dir),
     ] {
-        if path.exists() {
-            continue;
-        }
-        let password = Alphanumeric.sample_string(&mut rand::rng(), 24);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        std::io::Write::write_all(&mut file, format!("{password}\n").as_bytes())?;
+        crate::host::write_secret_file(&path, 24, "\n")?;
     }
     Ok(())
 }

@@ -444,20 +444,7 @@ fn set_up_replication(state: &LabState) -> Result<()> {
 /// Writes the lab's control token once (0600), for `mailherd switchover`,
 /// `maintenance` and `breaker reset` against the lab's agents.
 fn write_token(state: &LabState) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = topology::token_file(&state.lab_dir);
-    if path.exists() {
-        return Ok(());
-    }
-    let token = Alphanumeric.sample_string(&mut rand::rng(), 32);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    std::io::Write::write_all(&mut file, token.as_bytes())?;
-    Ok(())
+    crate::host::write_secret_file(&topology::token_file(&state.lab_dir), 32, "")
 }
 
 /// Makes the lab's cluster CA and one certificate per node (its name and
