@@ -31,18 +31,7 @@ fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) 
 
 /// The lab's status and the end of every node's and agent's log.
 fn diagnostics() -> String {
-    let status = LAB.run(&["status", "--json"]);
-    let mut report = format!("status: {}{}\n", text(&status.stdout), text(&status.stderr));
-    for node in ["n1", "n2", "n3"] {
-        for log in ["node.log", "agent.log"] {
-            let path = format!("{}/{node}/{log}", LAB.dir);
-            let content = std::fs::read_to_string(&path).unwrap_or_default();
-            let lines: Vec<&str> = content.lines().collect();
-            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-            report.push_str(&format!("--- {path}:\n{tail}\n"));
-        }
-    }
-    report
+    LAB.diagnostics(&["node.log", "agent.log"], 15)
 }
 
 /// One SMTP banner read through `via` (haproxy, gateway, floating-ip).

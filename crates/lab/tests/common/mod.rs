@@ -119,6 +119,23 @@ impl LabEnv {
         }
     }
 
+    /// For a failed wait: `status --json` and the last `lines` lines of
+    /// each of `logs` (paths under a node's directory) of n1, n2 and n3.
+    pub fn diagnostics(&self, logs: &[&str], lines: usize) -> String {
+        let status = self.run(&["status", "--json"]);
+        let mut report = format!("status: {}{}\n", text(&status.stdout), text(&status.stderr));
+        for node in ["n1", "n2", "n3"] {
+            for log in logs {
+                let path = format!("{}/{node}/{log}", self.dir);
+                let content = std::fs::read_to_string(&path).unwrap_or_default();
+                let all: Vec<&str> = content.lines().collect();
+                let tail = all[all.len().saturating_sub(lines)..].join("\n");
+                report.push_str(&format!("--- {path}:\n{tail}\n"));
+            }
+        }
+        report
+    }
+
     /// Runs the lab, asserts failure, returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let output = self.run(args);
