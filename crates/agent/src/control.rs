@@ -557,6 +557,7 @@ impl Control {
                 let events = events.clone();
                 let metrics = self.metrics.clone();
                 tokio::spawn(async move {
+                    let proposed = std::time::Instant::now();
                     let result = consensus
                         .propose(
                             Command::Renew { node: me, epoch },
@@ -574,7 +575,7 @@ impl Control {
                             RenewalOutcome::Failed
                         }
                     };
-                    metrics.renewal_finished(outcome);
+                    metrics.renewal_finished(outcome, proposed.elapsed());
                     let _ = events.send(Event::Holder(HolderEvent::RenewalFinished {
                         epoch,
                         started,

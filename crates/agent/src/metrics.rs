@@ -32,6 +32,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
+use std::time::Duration;
 
 use mailherd_core::state::PromotionOutcome;
 use mailherd_core::{AssignmentKind, CheckState, Verdict};
@@ -135,6 +136,7 @@ pub struct Metrics {
     failover_duration: HistogramFamily<PromotionLabels>,
     promotion_step_duration: HistogramFamily<StepLabels>,
     lease_renewals: Family<ResultLabels, Counter>,
+    lease_renewal_duration: HistogramFamily<ResultLabels>,
     check_up: Family<CheckLabels, Gauge>,
     check_latency: HistogramFamily<CheckLabels>,
     check_probes: Family<CheckResultLabels, Counter>,
@@ -171,6 +173,7 @@ impl Metrics {
             failover_duration: Family::new_with_constructor(promotion_histogram),
             promotion_step_duration: Family::new_with_constructor(promotion_histogram),
             lease_renewals: Family::default(),
+            lease_renewal_duration: Family::new_with_constructor(promotion_histogram),
             check_up: Family::default(),
             check_latency: Family::new_with_constructor(probe_histogram),
             check_probes: Family::default(),
@@ -231,6 +234,13 @@ impl Metrics {
             "lease_renewals",
             "This node's lease renewals as their proposals ended: confirmed, rejected or failed",
             metrics.lease_renewals.clone(),
+        );
+        registry.register_with_unit(
+            "lease_renewal_duration",
+            "How long this node's lease renewal proposals took to end, by result; a renewal \
+             slower than the fence budget costs the master its role",
+            Unit::Seconds,
+            metrics.lease_renewal_duration.clone(),
         );
         registry.register(
             "check_up",
@@ -399,16 +409,18 @@ impl Metrics {
         }
     }
 
-    /// One lease renewal proposal ended.
-    pub fn renewal_finished(&self, outcome: mailherd_core::RenewalOutcome) {
+    /// One lease renewal proposal ended after `took`.
+    pub fn renewal_finished(&self, outcome: mailherd_core::RenewalOutcome, took: Duration) {
         let result = match outcome {
             mailherd_core::RenewalOutcome::Confirmed => "confirmed",
             mailherd_core::RenewalOutcome::Rejected => "rejected",
             mailherd_core::RenewalOutcome::Failed => "failed",
         };
-        self.lease_renewals
-            .get_or_create(&ResultLabels { result })
-            .inc();
+        let labels = ResultLabels { result };
+        self.lease_renewals.get_or_create(&labels).inc();
+        self.lease_renewal_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     /// A check is configured: its series exist (down, nothing probed)

@@ -146,7 +146,7 @@ fn masters(nodes: &[Node]) -> (Vec<String>, u64) {
 #[test]
 fn agents_elect_one_master_and_fail_over_when_it_dies() {
     let _cluster = exclusive();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut nodes = cluster(dir.path());
     let (index, epoch) = start_and_elect(&mut nodes, dir.path());
     let first = nodes[index].name.clone();
@@ -208,7 +208,7 @@ fn agents_elect_one_master_and_fail_over_when_it_dies() {
 #[test]
 fn a_master_stopped_cleanly_releases_and_hands_over_at_once() {
     let _cluster = exclusive();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut nodes = cluster(dir.path());
     let (index, epoch) = start_and_elect(&mut nodes, dir.path());
     let first = nodes[index].name.clone();
@@ -259,7 +259,7 @@ fn a_master_stopped_cleanly_releases_and_hands_over_at_once() {
 #[test]
 fn switchover_moves_the_role_to_the_named_node_and_needs_the_token() {
     let _cluster = exclusive();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut nodes = cluster(dir.path());
     let (master, epoch) = start_and_elect(&mut nodes, dir.path());
     let target = (master + 1) % nodes.len();
@@ -329,7 +329,7 @@ fn switchover_moves_the_role_to_the_named_node_and_needs_the_token() {
 #[test]
 fn maintenance_stops_automatic_failover_until_turned_off() {
     let _cluster = exclusive();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut nodes = cluster(dir.path());
     let (master, _) = start_and_elect(&mut nodes, dir.path());
     let other = (master + 1) % nodes.len();
@@ -369,7 +369,7 @@ fn maintenance_stops_automatic_failover_until_turned_off() {
 #[test]
 fn the_breaker_stops_a_failover_loop_until_reset() {
     let _cluster = exclusive();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     // Five voters so that two can die and a quorum remains; one failover
     // per hour allowed.
     let mut nodes = cluster_of(dir.path(), 5, "breaker_max_failovers = 1");
@@ -422,7 +422,7 @@ fn the_breaker_stops_a_failover_loop_until_reset() {
 #[test]
 fn epoch_and_history_survive_a_restart_of_every_agent() {
     let _cluster = exclusive();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut nodes = cluster(dir.path());
     let (master, epoch) = start_and_elect(&mut nodes, dir.path());
     let before = nodes[master].status().unwrap()["history"]
@@ -469,7 +469,7 @@ fn epoch_and_history_survive_a_restart_of_every_agent() {
 #[test]
 fn members_join_and_leave_a_running_cluster_without_moving_the_master() {
     let _cluster = exclusive();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     let (ports, all_members) = common::members(5);
     // The first three know only each other; the two joiners know everyone.
@@ -504,6 +504,13 @@ fn members_join_and_leave_a_running_cluster_without_moving_the_master() {
             }
         })
         .collect();
+    // Declared after `dir`, so dropped (and printed) before it is deleted.
+    let _logs = common::LogsOnFailure(
+        nodes
+            .iter()
+            .map(|n| dir.path().join(format!("{}.log", n.name)))
+            .collect(),
+    );
     // All five start at once, like the other tests' nodes: a port picked
     // early and bound late could meanwhile be taken by an outgoing
     // connection. The joiners wait to be added.

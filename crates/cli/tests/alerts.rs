@@ -90,7 +90,7 @@ fn serve(stream: TcpStream, kept: &Mutex<Vec<Value>>) {
 
 #[test]
 fn a_failover_alerts_one_started_and_one_completed_for_the_new_epoch() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let receiver = Receiver::start();
     let alerts = format!(
         "\n[alerts]\nretry_backoff_ms = 100\n\n[[alerts.channels]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"http://127.0.0.1:{}/hook\"\n",

@@ -170,7 +170,7 @@ impl Exposition {
 #[test]
 fn metrics_parse_and_follow_a_failover() {
     let _cluster = exclusive();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut agents = cluster(dir.path());
     let (first, epoch) = start_and_elect(&mut agents, dir.path());
 
@@ -184,6 +184,7 @@ fn metrics_parse_and_follow_a_failover() {
         ("mailherd_failover_duration_seconds", "histogram"),
         ("mailherd_promotion_step_duration_seconds", "histogram"),
         ("mailherd_lease_renewals", "counter"),
+        ("mailherd_lease_renewal_duration_seconds", "histogram"),
         ("mailherd_check_up", "gauge"),
         ("mailherd_check_latency_seconds", "histogram"),
         ("mailherd_check_probes", "counter"),
@@ -251,6 +252,15 @@ fn metrics_parse_and_follow_a_failover() {
             &[("result", "confirmed")]
         ) >= 1.0,
         "the master renews its lease"
+    );
+    // Every renewal that ended was timed: the histogram counts as many.
+    assert!(
+        settled.count(
+            "mailherd_lease_renewal_duration_seconds",
+            "mailherd_lease_renewal_duration_seconds_count",
+            &[("result", "confirmed")]
+        ) >= 1.0,
+        "the master's renewals are timed"
     );
     assert_eq!(
         settled.value("mailherd_maintenance", "mailherd_maintenance", &[]),
@@ -362,7 +372,7 @@ fn recorded_promotions_ms(agent: &Agent) -> Option<Vec<u64>> {
 #[test]
 fn control_endpoints_refuse_a_missing_or_wrong_token() {
     let _cluster = exclusive();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut agents = cluster(dir.path());
     let (master, _) = start_and_elect(&mut agents, dir.path());
     let port = agents[master].api_port;
@@ -455,7 +465,7 @@ fn screenshot(dir: &Path, url: &str, name: &str, width: u32, height: u32) -> Pat
 #[test]
 fn the_dashboard_shows_the_cluster_and_the_history_in_a_browser() {
     let _cluster = exclusive();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut agents = cluster(dir.path());
     let (first, epoch) = start_and_elect(&mut agents, dir.path());
     let (second, new_epoch) = fail_over(&mut agents, first, epoch);

@@ -190,7 +190,7 @@ fn client(ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> reqwest::Clien
 
 #[test]
 fn agents_run_raft_over_mutual_tls_and_refuse_strangers() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let nodes = tls_cluster(dir.path(), 3);
 
     // Raft works over mTLS: the agents elect one master.
@@ -277,7 +277,7 @@ fn agents_run_raft_over_mutual_tls_and_refuse_strangers() {
 
 #[test]
 fn tls_commands_refuse_to_overwrite_and_name_the_files() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let ca_dir = dir.path().join("ca");
     assert!(mailherd(&["tls", "init-ca", "--dir", path(&ca_dir)])
         .status
@@ -309,7 +309,7 @@ fn tls_commands_refuse_to_overwrite_and_name_the_files() {
 
 #[test]
 fn an_agent_without_tls_warns_once_that_peers_are_unauthenticated() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (peer, api) = (free_port(), free_port());
     let config = dir.path().join("n1.toml");
     std::fs::write(

@@ -2,9 +2,18 @@
 //!
 //! One database file (`consensus.redb` in `data_dir`) holds four tables.
 //! Values are JSON: the volumes are tiny (a few commands a second) and an
-//! operator can read them with any redb tool. Every write is a redb
-//! transaction committed with redb's default `Durability::Immediate`, so it
-//! is on disk when the call returns.
+//! operator can read them with any redb tool.
+//!
+//! What Raft's safety rests on (log entries, the vote, truncations, purges,
+//! snapshots) is committed with `Durability::Immediate`: on disk when the
+//! call returns. The applied state and the committed index are committed
+//! with [`Lazily`]: no fsync of their own, made durable by the next durable
+//! commit (redb persists commits in order). A crash can therefore only take
+//! them back to an older point that the durable log still covers, and
+//! openraft applies the log again from there. That saves two of the three
+//! fsyncs every entry cost on every node, which matters because the
+//! master's lease renewals are entries: on a disk busy with other writes an
+//! fsync can take a few hundred milliseconds (see `slow_storage`).
 //!
 //! redb is synchronous and `commit` fsyncs, so every access runs on tokio's
 //! blocking pool instead of stalling the Raft core task.
@@ -61,11 +70,72 @@ where
     F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
 {
     let database = database.clone();
-    match tokio::task::spawn_blocking(move || work(&database)).await {
+    let timed = move || {
+        let started = std::time::Instant::now();
+        let result = work(&database);
+        slow_storage::note(started.elapsed());
+        result
+    };
+    match tokio::task::spawn_blocking(timed).await {
         Ok(result) => result.map_err(io::Error::from),
         Err(join_error) => Err(io::Error::other(format!(
             "storage task failed: {join_error}"
         ))),
+    }
+}
+
+/// Warns when the disk under `data_dir` is slow enough to cost leases.
+///
+/// Every Raft write waits for an fsync on the leader and on a majority of
+/// followers before it commits, and the master's lease renewal is such a
+/// write: a disk that stalls for longer than the lease (500 ms with
+/// `timing = "fast"`) moves the role although every node is healthy. The
+/// usual cause is another program's burst of buffered writes that the
+/// kernel flushes ahead of the log's fsync. The warning names the figure so
+/// that an operator can tell this from a network problem.
+mod slow_storage {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    /// A storage call slower than this is counted and reported.
+    const SLOW: Duration = Duration::from_millis(100);
+    /// At most one warning per this interval; the others are counted in it.
+    const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+    static SLOW_CALLS: AtomicU64 = AtomicU64::new(0);
+    static WORST_MS: AtomicU64 = AtomicU64::new(0);
+    /// Milliseconds since `EPOCH` of the last warning, plus one (0: never).
+    static LAST_REPORT: AtomicU64 = AtomicU64::new(0);
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+    pub(super) fn note(took: Duration) {
+        if took < SLOW {
+            return;
+        }
+        SLOW_CALLS.fetch_add(1, Ordering::Relaxed);
+        WORST_MS.fetch_max(took.as_millis() as u64, Ordering::Relaxed);
+        let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+        let last = LAST_REPORT.load(Ordering::Relaxed);
+        if last != 0 && now - last < REPORT_EVERY.as_millis() as u64 {
+            return;
+        }
+        if LAST_REPORT
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let calls = SLOW_CALLS.swap(0, Ordering::Relaxed);
+        let worst_ms = WORST_MS.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            slow_writes = calls,
+            worst_ms,
+            "raft storage is slow: {calls} call(s) over {} ms, the worst {worst_ms} ms; \
+             each delays every commit, the master's lease renewals included \
+             (is the disk under data_dir busy with other writes?)",
+            SLOW.as_millis()
+        );
     }
 }
 
@@ -134,15 +204,41 @@ pub(crate) fn read_value<T: DeserializeOwned>(
     }
 }
 
+/// How a write transaction is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// On disk when `commit` returns (fsync).
+    Durably,
+    /// Without an fsync of its own: durable with the next durable commit,
+    /// and after a crash either all there or not at all. Only for what can
+    /// be rebuilt from the durable log.
+    Lazily,
+}
+
+/// Starts a write transaction committed as `commit` says.
+pub(crate) fn begin_write(
+    database: &Database,
+    commit: Commit,
+) -> Result<redb::WriteTransaction, StoreError> {
+    let mut transaction = database.begin_write()?;
+    if commit == Commit::Lazily {
+        transaction
+            .set_durability(redb::Durability::None)
+            .map_err(|error| StoreError::Redb(error.into()))?;
+    }
+    Ok(transaction)
+}
+
 /// Writes one JSON value to a `&str`-keyed table in its own transaction.
 pub(crate) fn write_value<T: Serialize>(
     database: &Database,
     table: TableDefinition<&str, &[u8]>,
     key: &'static str,
     value: &T,
+    commit: Commit,
 ) -> Result<(), StoreError> {
     let bytes = encode(key, value)?;
-    let transaction = database.begin_write()?;
+    let transaction = begin_write(database, commit)?;
     {
         let mut table = transaction.open_table(table)?;
         table.insert(key, bytes.as_slice())?;

@@ -16,7 +16,7 @@ use openraft::{OptionalSend, RaftTypeConfig};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::arrivals::Arrivals;
-use crate::db::{self, StoreError, COMMITTED, LAST_PURGED, LOG, LOG_META, VOTE};
+use crate::db::{self, Commit, StoreError, COMMITTED, LAST_PURGED, LOG, LOG_META, VOTE};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 #[derive(Clone)]
@@ -99,17 +99,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let vote = *vote;
         db::blocking(&self.database, move |database| {
-            db::write_value(database, LOG_META, VOTE, &vote)
+            db::write_value(database, LOG_META, VOTE, &vote, Commit::Durably)
         })
         .await
     }
 
     // The committed index is persisted so that a restarted node re-applies
     // its committed entries at once instead of serving an older state until
-    // it hears from a leader.
+    // it hears from a leader. Lazily: an older committed index after a crash
+    // only means less is applied at once, and it changes with every entry.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         db::blocking(&self.database, move |database| {
-            db::write_value(database, LOG_META, COMMITTED, &committed)
+            db::write_value(database, LOG_META, COMMITTED, &committed, Commit::Lazily)
         })
         .await
     }

@@ -22,8 +22,8 @@ use tokio::sync::watch;
 
 use crate::arrivals::Arrivals;
 use crate::db::{
-    self, StoreError, CLUSTER_STATE, LAST_APPLIED, LAST_MEMBERSHIP, SNAPSHOT, SNAPSHOT_DATA,
-    SNAPSHOT_META, STATE_MACHINE,
+    self, Commit, StoreError, CLUSTER_STATE, LAST_APPLIED, LAST_MEMBERSHIP, SNAPSHOT,
+    SNAPSHOT_DATA, SNAPSHOT_META, STATE_MACHINE,
 };
 use crate::types::{
     LogId, Proposal, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
@@ -78,12 +78,20 @@ impl StateMachineStore {
     }
 }
 
-/// Writes the applied state, and optionally a snapshot, in one transaction.
+/// Writes the applied state, and optionally a snapshot, in one transaction:
+/// lazily without a snapshot (the durable log covers what a crash takes
+/// back), durably with one (an installed snapshot replaces log entries this
+/// node may never have had).
 fn persist(
     database: &Database,
     applied: &Applied,
     snapshot: Option<(&SnapshotMeta, &[u8])>,
 ) -> Result<(), StoreError> {
+    let commit = if snapshot.is_some() {
+        Commit::Durably
+    } else {
+        Commit::Lazily
+    };
     let last_applied = db::encode(LAST_APPLIED, &applied.last_applied)?;
     let last_membership = db::encode(LAST_MEMBERSHIP, &applied.last_membership)?;
     let state = db::encode(CLUSTER_STATE, &*applied.state)?;
@@ -91,7 +99,7 @@ fn persist(
         Some((meta, _)) => Some(db::encode(SNAPSHOT_META, meta)?),
         None => None,
     };
-    let transaction = database.begin_write()?;
+    let transaction = db::begin_write(database, commit)?;
     {
         let mut table = transaction.open_table(STATE_MACHINE)?;
         table.insert(LAST_APPLIED, last_applied.as_slice())?;

@@ -28,15 +28,22 @@ pub fn free_port() -> u16 {
     panic!("no free port in 20000..32000");
 }
 
-/// Starts `mailherd agent --config CONFIG` with its log (RUST_LOG=info) in
-/// `log`.
+/// Starts `mailherd agent --config CONFIG` with its log appended to `log`
+/// (a restarted agent keeps what the one before it wrote). The level is
+/// `info`, or `MAILHERD_TEST_LOG` (an `EnvFilter` such as
+/// `info,mailherd_consensus=debug,openraft=debug`) when chasing a failure.
 pub fn start_agent(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
     use std::process::{Command, Stdio};
-    let log = std::fs::File::create(log).expect("creating the agent's log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("opening the agent's log");
+    let level = std::env::var("MAILHERD_TEST_LOG").unwrap_or_else(|_| "info".to_string());
     Command::new(env!("CARGO_BIN_EXE_mailherd"))
         .args(["agent", "--config"])
         .arg(config)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", level)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -127,4 +134,51 @@ pub fn text(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// Prints the tail of each agent log when the test that holds it panics,
+/// so that a failure on CI shows what the agents saw (the logs themselves
+/// go with the test's temporary directory). With `MAILHERD_TEST_LOG_DIR`
+/// set, the whole logs are also copied there.
+pub struct LogsOnFailure(pub Vec<std::path::PathBuf>);
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let keep = std::env::var_os("MAILHERD_TEST_LOG_DIR").map(std::path::PathBuf::from);
+        for log in &self.0 {
+            if let (Some(keep), Some(name)) = (&keep, log.file_name()) {
+                let _ = std::fs::create_dir_all(keep);
+                let _ = std::fs::copy(log, keep.join(name));
+            }
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- {} (last 80 lines) ---", log.display());
+            for line in &lines[lines.len().saturating_sub(80)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// A temporary directory for a cluster of agents: their Raft data and logs.
+/// On tmpfs (`/dev/shm`) when there is one, as in the lab: every Raft
+/// write waits for an fsync, and on a disk that is busy flushing another
+/// program's writes (cargo's, just before the tests run) one fsync can take
+/// longer than the 500 ms lease. These tests check what the agents do, not
+/// the disk; `mailherd_lease_renewal_duration_seconds` and the agent's
+/// "raft storage is slow" warning show a disk's effect in production.
+pub fn tempdir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new()
+            .prefix("mailherd-test-")
+            .tempdir_in(shm)
+        {
+            return dir;
+        }
+    }
+    tempfile::tempdir().expect("creating a temporary directory")
 }
