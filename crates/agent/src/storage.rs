@@ -90,7 +90,13 @@ pub struct VolumeReplicationStatus {
     pub peers: Vec<PeerTransfer>,
     /// The last stream this node received.
     pub last_received: Option<PeerTransfer>,
+    /// Why the last snapshot round (master) or received stream (backup)
+    /// failed; cleared by the next one that succeeds.
     pub last_error: Option<String>,
+    /// Why this node's snapshots cannot be listed now; cleared by the next
+    /// listing that works (every interval, on every node).
+    #[serde(default)]
+    pub listing_error: Option<String>,
     /// Snapshot rounds this node ran as master since its agent started.
     pub rounds: u64,
 }
@@ -184,8 +190,9 @@ impl Replication {
             Ok(names) => {
                 entry.snapshots = names.len();
                 entry.newest_snapshot = names.last().map(|n| n.to_string());
+                entry.listing_error = None;
             }
-            Err(error) => entry.last_error = Some(error.to_string()),
+            Err(error) => entry.listing_error = Some(error.to_string()),
         });
     }
 
@@ -225,7 +232,8 @@ impl Replication {
             .map(|entry| {
                 let last = entry.peers.iter().max_by_key(|p| p.at_unix_ms);
                 let mut worker = WorkerStatus::new(&format!("replication:{}", entry.volume));
-                worker.state = if entry.last_error.is_some() {
+                let error = entry.listing_error.as_ref().or(entry.last_error.as_ref());
+                worker.state = if error.is_some() {
                     WorkerState::Failed
                 } else {
                     WorkerState::Idle
@@ -240,7 +248,7 @@ impl Replication {
                         p.duration_ms
                     )
                 });
-                worker.last_error = entry.last_error.clone();
+                worker.last_error = error.cloned();
                 worker.runs = entry.rounds;
                 worker
             })

@@ -73,6 +73,16 @@ impl Drop for Node {
     }
 }
 
+/// The agents' log tails on the test's output if it fails.
+fn logs_on_failure(nodes: &[Node], dir: &Path) -> common::LogsOnFailure {
+    common::LogsOnFailure(
+        nodes
+            .iter()
+            .map(|n| dir.join(format!("{}.log", n.name)))
+            .collect(),
+    )
+}
+
 fn cluster(dir: &Path) -> Vec<Node> {
     cluster_of(dir, 3, "")
 }
@@ -148,6 +158,7 @@ fn agents_elect_one_master_and_fail_over_when_it_dies() {
     let _cluster = exclusive();
     let dir = common::tempdir();
     let mut nodes = cluster(dir.path());
+    let _logs = logs_on_failure(&nodes, dir.path());
     let (index, epoch) = start_and_elect(&mut nodes, dir.path());
     let first = nodes[index].name.clone();
     assert!(epoch >= 1);
@@ -210,6 +221,7 @@ fn a_master_stopped_cleanly_releases_and_hands_over_at_once() {
     let _cluster = exclusive();
     let dir = common::tempdir();
     let mut nodes = cluster(dir.path());
+    let _logs = logs_on_failure(&nodes, dir.path());
     let (index, epoch) = start_and_elect(&mut nodes, dir.path());
     let first = nodes[index].name.clone();
     nodes[index].terminate();
@@ -261,6 +273,7 @@ fn switchover_moves_the_role_to_the_named_node_and_needs_the_token() {
     let _cluster = exclusive();
     let dir = common::tempdir();
     let mut nodes = cluster(dir.path());
+    let _logs = logs_on_failure(&nodes, dir.path());
     let (master, epoch) = start_and_elect(&mut nodes, dir.path());
     let target = (master + 1) % nodes.len();
     let target_name = nodes[target].name.clone();
@@ -331,6 +344,7 @@ fn maintenance_stops_automatic_failover_until_turned_off() {
     let _cluster = exclusive();
     let dir = common::tempdir();
     let mut nodes = cluster(dir.path());
+    let _logs = logs_on_failure(&nodes, dir.path());
     let (master, _) = start_and_elect(&mut nodes, dir.path());
     let other = (master + 1) % nodes.len();
     let token_file = dir.path().join("token").display().to_string();
@@ -373,6 +387,7 @@ fn the_breaker_stops_a_failover_loop_until_reset() {
     // Five voters so that two can die and a quorum remains; one failover
     // per hour allowed.
     let mut nodes = cluster_of(dir.path(), 5, "breaker_max_failovers = 1");
+    let _logs = logs_on_failure(&nodes, dir.path());
     let (first, _) = start_and_elect(&mut nodes, dir.path());
     let token_file = dir.path().join("token").display().to_string();
     nodes[first].kill();
@@ -424,6 +439,7 @@ fn epoch_and_history_survive_a_restart_of_every_agent() {
     let _cluster = exclusive();
     let dir = common::tempdir();
     let mut nodes = cluster(dir.path());
+    let _logs = logs_on_failure(&nodes, dir.path());
     let (master, epoch) = start_and_elect(&mut nodes, dir.path());
     let before = nodes[master].status().unwrap()["history"]
         .as_array()
@@ -505,12 +521,7 @@ fn members_join_and_leave_a_running_cluster_without_moving_the_master() {
         })
         .collect();
     // Declared after `dir`, so dropped (and printed) before it is deleted.
-    let _logs = common::LogsOnFailure(
-        nodes
-            .iter()
-            .map(|n| dir.path().join(format!("{}.log", n.name)))
-            .collect(),
-    );
+    let _logs = logs_on_failure(&nodes, dir.path());
     // All five start at once, like the other tests' nodes: a port picked
     // early and bound late could meanwhile be taken by an outgoing
     // connection. The joiners wait to be added.

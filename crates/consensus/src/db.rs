@@ -129,7 +129,7 @@ mod slow_storage {
         let calls = SLOW_CALLS.swap(0, Ordering::Relaxed);
         let worst_ms = WORST_MS.swap(0, Ordering::Relaxed);
         tracing::warn!(
-            slow_writes = calls,
+            slow_calls = calls,
             worst_ms,
             "raft storage is slow: {calls} call(s) over {} ms, the worst {worst_ms} ms; \
              each delays every commit, the master's lease renewals included \

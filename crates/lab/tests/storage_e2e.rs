@@ -158,6 +158,14 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
         assert!(peer["error"].is_null(), "a transfer failed: {peer}");
         assert!(peer["parent"].is_string(), "not incremental: {peer}");
     }
+    // In steady state no node reports a replication error.
+    for name in &nodes {
+        let report = replication(&status, name);
+        assert!(
+            report["listing_error"].is_null() && report["last_error"].is_null(),
+            "{name} reports a replication error: {report}"
+        );
+    }
 
     LAB.ok(&["fail", &master, "--mode", "power"]);
     // A node is "master" from its assignment on; its copy is opened by the
