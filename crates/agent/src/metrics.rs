@@ -144,6 +144,7 @@ pub struct Metrics {
     member_ready: Family<MemberLabels, Gauge>,
     replication_snapshot_age: SecondsFamily<VolumeLabels>,
     replication_promotion_data_age: SecondsFamily<VolumeLabels>,
+    replication_retired_copies: Family<VolumeLabels, Gauge>,
     breaker_open: Gauge,
     breaker_failovers_in_window: Gauge,
     maintenance: Gauge,
@@ -181,6 +182,7 @@ impl Metrics {
             member_ready: Family::default(),
             replication_snapshot_age: Family::default(),
             replication_promotion_data_age: Family::default(),
+            replication_retired_copies: Family::default(),
             breaker_open: Gauge::default(),
             breaker_failovers_in_window: Gauge::default(),
             maintenance: Gauge::default(),
@@ -281,6 +283,12 @@ impl Metrics {
             metrics.replication_promotion_data_age.clone(),
         );
         registry.register(
+            "replication_retired_copies",
+            "Live copies of a replicated volume set aside on this node (btrfs POOL/retired/): \
+             they may hold writes no snapshot has; the operator checks and deletes them",
+            metrics.replication_retired_copies.clone(),
+        );
+        registry.register(
             "breaker_open",
             "1 while the circuit breaker stops automatic failover",
             metrics.breaker_open.clone(),
@@ -370,6 +378,9 @@ impl Metrics {
                     .get_or_create(&labels)
                     .set(age_ms as f64 / 1_000.0);
             }
+            self.replication_retired_copies
+                .get_or_create(&labels)
+                .set(saturating_i64(volume.retired.len() as u64));
         }
         if let Some(report) = &doc.verdict {
             for verdict in VERDICTS {

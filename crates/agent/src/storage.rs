@@ -97,6 +97,10 @@ pub struct VolumeReplicationStatus {
     /// listing that works (every interval, on every node).
     #[serde(default)]
     pub listing_error: Option<String>,
+    /// Live copies set aside on this node (btrfs `POOL/retired/`): they may
+    /// hold writes no snapshot has; the operator checks and deletes them.
+    #[serde(default)]
+    pub retired: Vec<String>,
     /// Snapshot rounds this node ran as master since its agent started.
     pub rounds: u64,
 }
@@ -185,11 +189,16 @@ impl Replication {
     /// Reads the store's listing into the report (every round, on every
     /// node).
     async fn refresh(&self, set: &ReplicatedSet) {
-        let listing = set.volume.store().snapshots().await;
-        self.update(set.volume.name(), |entry| match &listing {
-            Ok(names) => {
+        let store = set.volume.store();
+        let listing = match (store.snapshots().await, store.retired().await) {
+            (Ok(names), Ok(retired)) => Ok((names, retired)),
+            (Err(error), _) | (_, Err(error)) => Err(error),
+        };
+        self.update(set.volume.name(), |entry| match listing {
+            Ok((names, retired)) => {
                 entry.snapshots = names.len();
                 entry.newest_snapshot = names.last().map(|n| n.to_string());
+                entry.retired = retired;
                 entry.listing_error = None;
             }
             Err(error) => entry.listing_error = Some(error.to_string()),

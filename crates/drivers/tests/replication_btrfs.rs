@@ -204,6 +204,15 @@ fn snapshots_replicate_incrementally_and_a_promotion_starts_from_the_newest() {
                 has(&retired[0], "m3"),
                 "the unshipped write is kept in {retired:?}"
             );
+            // The store lists it (for `/status` → `replication[].retired`).
+            assert_eq!(
+                store_a.retired().await.expect("list retired"),
+                vec![retired[0].display().to_string()]
+            );
+            assert_eq!(
+                store_b.retired().await.expect("none on b"),
+                Vec::<String>::new()
+            );
 
             // b's snapshot goes to a incrementally: its parent is s2, which
             // b only received (btrfs matches it by received UUID).

@@ -212,6 +212,13 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
         .unwrap_or_else(|| panic!("no data age in /metrics:\n{metrics}"));
     let seconds: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert_eq!((seconds * 1000.0).round() as u64, rpo_ms, "{line}");
+    // A backup that is promoted had no live copy to set aside.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "mailherd_replication_retired_copies{volume=\"mail\"} 0"),
+        "no retired-copies gauge at 0 in /metrics:\n{metrics}"
+    );
     LAB.wait_for("the mail on the new master", WAIT, || {
         LAB.subjects()
             .filter(|s| s.iter().any(|s| s == "before-failover"))
@@ -247,6 +254,20 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
                 && report["last_received"]["error"].is_null())
             .then_some(())
         },
+    );
+    // Its set-aside copy (with whatever it wrote after its last shipped
+    // snapshot) is reported for the operator to check and delete (the
+    // listing is refreshed every interval).
+    let retired = LAB.wait_for("the old master's set-aside copy reported", WAIT, || {
+        let retired = replication(&LAB.status(), &master)["retired"].clone();
+        (!retired.as_array()?.is_empty()).then_some(retired)
+    });
+    assert_eq!(retired.as_array().map(Vec::len), Some(1), "{retired}");
+    assert!(
+        retired[0]
+            .as_str()
+            .is_some_and(|p| p.contains("/retired/live-")),
+        "{retired}"
     );
 
     // A planned switchover loses nothing: the demoting master stops its

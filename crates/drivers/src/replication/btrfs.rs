@@ -275,6 +275,22 @@ impl SnapshotStore for BtrfsStore {
         Ok(Some(retired.display().to_string()))
     }
 
+    async fn retired(&self) -> Result<Vec<String>, DriverError> {
+        let dir = self.pool.join("retired");
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(Self::io("list", &dir)(error)),
+        };
+        let mut retired = Vec::new();
+        while let Some(entry) = entries.next_entry().await.map_err(Self::io("list", &dir))? {
+            retired.push(entry.path().display().to_string());
+        }
+        // `live-<unix ms>`: by name is by age while the digits last.
+        retired.sort_by_key(|path| (path.len(), path.clone()));
+        Ok(retired)
+    }
+
     async fn take(&self, name: &SnapshotName) -> Result<(), DriverError> {
         self.btrfs(
             "btrfs subvolume snapshot -r",

@@ -155,6 +155,12 @@ pub trait SnapshotStore: Send + Sync {
     /// hold writes no snapshot has) and says where; `None` if there was
     /// none.
     async fn retire_live(&self) -> Result<Option<String>, DriverError>;
+    /// The live copies set aside so far and still there, oldest first: they
+    /// may hold writes no snapshot has, and only the operator deletes them.
+    /// None for stores that roll such writes back instead (ZFS).
+    async fn retired(&self) -> Result<Vec<String>, DriverError> {
+        Ok(Vec::new())
+    }
     /// Takes a read-only snapshot of the live copy.
     async fn take(&self, name: &SnapshotName) -> Result<(), DriverError>;
     /// The command that writes the stream of `name` to stdout: incremental
