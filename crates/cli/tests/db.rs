@@ -10,7 +10,8 @@
 //!   the `mariadb_replication` probe on the way;
 //! - master-master: setup with the conflict warning, writes both ways;
 //! - errors: a wrong password and a closed port name the node; a promotion
-//!   whose relay log cannot be applied stops at the lag bound.
+//!   whose relay log cannot be applied stops at the lag bound;
+//! - four `db follow`s of one server at once take turns.
 //!
 //! They need mariadbd (scripts/install-deps.sh installs mariadb-server) and
 //! fail without it.
@@ -472,4 +473,50 @@ fn an_old_master_whose_last_commit_nobody_received_is_refused() {
     );
     assert_eq!(n1.value("SELECT @@read_only").as_deref(), Some("1"));
     assert!(n1.rows().contains(&"only-on-n1".to_string()));
+}
+
+/// The new master repoints a replica while that replica's own agent makes
+/// it follow: `follow`s of one server at once (four, so that they overlap;
+/// two rarely did). Each must see the others' work, not fail halfway with
+/// ERROR 1198 (a running slave) or leave the server stopped.
+#[test]
+fn two_repointings_of_one_server_at_once_take_turns() {
+    let mut cluster = Cluster::new(2);
+    let configs = cluster.configs("");
+    let output = mailherd(&["db", "setup-replication", "--master", "n1"], &configs[0]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    let [n1, n2] = &mut cluster.servers[..] else {
+        unreachable!()
+    };
+    n1.run("CREATE DATABASE app");
+    n1.run("CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20))");
+    let mut expected = Vec::new();
+    for round in 0..8 {
+        // Not replicating at all: both will want CHANGE MASTER.
+        n2.run("STOP SLAVE");
+        n2.run("RESET SLAVE ALL");
+        let follow = || {
+            Command::new(env!("CARGO_BIN_EXE_mailherd"))
+                .args(["db", "follow", "--master", "n1", "--config"])
+                .arg(&configs[1])
+                .output()
+                .expect("mailherd runs")
+        };
+        let outputs: Vec<Output> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4).map(|_| scope.spawn(follow)).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for output in &outputs {
+            assert!(
+                output.status.success(),
+                "round {round}: {}{}",
+                stdout(output),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let row = format!("round-{round}");
+        n1.app_insert(&row).unwrap();
+        expected.push(row);
+        wait_rows(n2, &expected);
+    }
 }

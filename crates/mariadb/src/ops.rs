@@ -29,6 +29,10 @@ const SETUP_SETTLE: Duration = Duration::from_secs(10);
 pub const STATUS_MAX_LAG_S: u64 = 60;
 /// MariaDB's "access denied" (the replication password drifted).
 const ER_ACCESS_DENIED: u32 = 1045;
+/// The server-wide named lock (`GET_LOCK`) that repointings of one server
+/// take turns on, and how long one waits for it.
+const REPOINT_LOCK: &str = "mailherd_repoint";
+const REPOINT_LOCK_WAIT_S: u64 = 10;
 
 /// The settings a node should have while `master` is master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,13 +263,11 @@ pub async fn setup(topology: &Topology, master_name: &str) -> Result<SetupReport
             let pos = GtidPos::parse(&pos.unwrap_or_default()).map_err(DbError::Config)?;
             wait_applied(&mut servers[source], &pos, SETUP_SETTLE).await?;
         }
-        let state = servers[i].state().await?;
         let source_node = topology.nodes[source].clone();
         changes[i].extend(
             point_at(
                 topology,
                 &mut servers[i],
-                &state,
                 &source_node,
                 &topology.nodes[master].name,
                 &master_pos,
@@ -409,7 +411,49 @@ async fn stop_replication(server: &mut Server) -> Result<(), DbError> {
 /// slave_pos`. A server that wrote transactions of its own (an old master)
 /// is demoted with `MASTER_DEMOTE_TO_SLAVE=1` — refused with
 /// [`DbError::Diverged`] when the master lacks some of them.
+///
+/// Two actors may repoint one server at once: a new master repointing the
+/// others while that server's own agent makes it follow. Each would read
+/// the state, then STOP, CHANGE MASTER, START in between the other's
+/// statements (ERROR 1198: a running slave). So a server-wide named lock
+/// makes them take turns, and each decides on the state it reads holding
+/// it; the second then finds nothing left to change.
 async fn point_at(
+    topology: &Topology,
+    server: &mut Server,
+    source: &crate::server::DbNode,
+    master_name: &str,
+    master_pos: &GtidState,
+) -> Result<Vec<String>, DbError> {
+    let locked = server
+        .value(&format!(
+            "SELECT GET_LOCK('{REPOINT_LOCK}', {REPOINT_LOCK_WAIT_S})"
+        ))
+        .await?;
+    if locked.as_deref() != Some("1") {
+        return Err(DbError::Unfit {
+            node: server.node.name.clone(),
+            address: server.node.address.to_string(),
+            reason: format!(
+                "another repointing of this server held the lock `{REPOINT_LOCK}` \
+                 for {REPOINT_LOCK_WAIT_S} s"
+            ),
+        });
+    }
+    let result = match server.state().await {
+        Ok(state) => {
+            point_at_locked(topology, server, &state, source, master_name, master_pos).await
+        }
+        Err(error) => Err(error),
+    };
+    // Also released when the connection closes, should this fail.
+    let _ = server
+        .value(&format!("SELECT RELEASE_LOCK('{REPOINT_LOCK}')"))
+        .await;
+    result
+}
+
+async fn point_at_locked(
     topology: &Topology,
     server: &mut Server,
     state: &NodeState,
@@ -759,7 +803,6 @@ pub async fn follow(topology: &Topology, node: usize, master: usize) -> Result<S
         point_at(
             topology,
             &mut server,
-            &state,
             &topology.nodes[source].clone(),
             &master_node.name,
             &master_pos,
