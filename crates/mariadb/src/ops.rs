@@ -586,17 +586,28 @@ pub async fn promote(topology: &Topology, me: usize) -> Result<String, DbError> 
             state = server.state().await?;
         }
         if topology.mode == ReplicationMode::PrimaryReplica {
-            if let Some(caught_up) = catch_up(topology, me, &mut server, &state, started).await? {
-                done.push(caught_up);
-                state = server.state().await?;
+            let asked = Instant::now();
+            match catch_up(topology, me, &mut server, &state, started).await? {
+                Some(caught_up) => {
+                    done.push(caught_up);
+                    state = server.state().await?;
+                }
+                None => done.push(format!(
+                    "no other replica had more ({} ms)",
+                    asked.elapsed().as_millis()
+                )),
             }
             let source = state
                 .replica
                 .as_ref()
                 .map(|r| r.source())
                 .unwrap_or_default();
+            let stopping = Instant::now();
             stop_replication(&mut server).await?;
-            done.push(format!("stopped replicating from {source}"));
+            done.push(format!(
+                "stopped replicating from {source} ({} ms)",
+                stopping.elapsed().as_millis()
+            ));
         }
     }
     if state.read_only {
