@@ -22,6 +22,7 @@
 //! promotion.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -32,7 +33,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use std::time::Duration;
 
 use mailherd_core::state::PromotionOutcome;
 use mailherd_core::{AssignmentKind, CheckState, Verdict};

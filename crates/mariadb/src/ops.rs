@@ -431,12 +431,12 @@ async fn point_at(
         ))
         .await?;
     if locked.as_deref() != Some("1") {
-        return Err(DbError::Unfit {
+        return Err(DbError::Statement {
             node: server.node.name.clone(),
             address: server.node.address.to_string(),
+            what: format!("GET_LOCK('{REPOINT_LOCK}')"),
             reason: format!(
-                "another repointing of this server held the lock `{REPOINT_LOCK}` \
-                 for {REPOINT_LOCK_WAIT_S} s"
+                "another repointing of this server held the lock for {REPOINT_LOCK_WAIT_S} s"
             ),
         });
     }
