@@ -290,19 +290,19 @@ impl Replication {
                         _ = tokio::time::sleep(interval) => {}
                         _ = stop.wait_for(|s| *s) => return,
                     }
-                    this.refresh(&set).await;
                     let (role, epoch) = {
                         let doc = status.borrow();
                         (doc.role.clone(), doc.epoch)
                     };
-                    if role != "master" || !matches!(set.volume.is_mounted().await, Ok(true)) {
-                        continue;
+                    if role == "master" && matches!(set.volume.is_mounted().await, Ok(true)) {
+                        let result = this.replicate_once(&set, epoch).await;
+                        this.update(set.volume.name(), |entry| {
+                            entry.last_error = result.err().map(|e| e.to_string());
+                            entry.rounds += 1;
+                        });
                     }
-                    let result = this.replicate_once(&set, epoch).await;
-                    this.update(set.volume.name(), |entry| {
-                        entry.last_error = result.err().map(|e| e.to_string());
-                        entry.rounds += 1;
-                    });
+                    // Once per interval on every node, after the master's
+                    // round (which lists for itself).
                     this.refresh(&set).await;
                 }
             }));

@@ -19,7 +19,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,17 @@ fn probe(server: &Mariadbd) -> mailherd_probes::ProbeResult {
 
 /// Waits until `replica` has received (not necessarily applied) everything
 /// `master` wrote.
+/// `n` servers replicating from n1 (`mailherd db setup-replication`, with
+/// `extra` in every config's `[mariadb]`) and the table `app.t` made on n1.
+fn replicating_app(n: usize, extra: &str) -> (Cluster, Vec<PathBuf>) {
+    let cluster = Cluster::new(n);
+    let configs = cluster.configs(extra);
+    let output = mailherd(&["db", "setup-replication", "--master", "n1"], &configs[0]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    cluster.servers[0].create_app_table();
+    (cluster, configs)
+}
+
 fn wait_received(master: &Mariadbd, replica: &Mariadbd) {
     let target = master.value("SELECT @@gtid_binlog_pos").unwrap_or_default();
     wait_for(
@@ -168,8 +179,7 @@ fn primary_replica_setup_promotion_without_loss_and_rejoin() {
     );
 
     // Rows on the master; the application cannot write to a replica.
-    n1.run("CREATE DATABASE app");
-    n1.run("CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20))");
+    n1.create_app_table();
     let mut expected = Vec::new();
     for i in 0..20 {
         n1.app_insert(&format!("before-{i}")).unwrap();
@@ -270,8 +280,7 @@ fn master_master_setup_warns_and_replicates_both_ways() {
         n2.value("SELECT @@gtid_domain_id")
     );
 
-    n1.run("CREATE DATABASE app");
-    n1.run("CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20))");
+    n1.create_app_table();
     n1.app_insert("from-n1").unwrap();
     wait_rows(n2, &["from-n1".to_string()]);
     assert!(
@@ -342,8 +351,7 @@ fn errors_name_the_node_and_the_lag_bound_holds() {
     std::fs::write(cluster.dir.path().join("admin.pw"), format!("{ADMIN_PW}\n")).unwrap();
     let output = mailherd(&["db", "setup-replication", "--master", "n1"], &configs[0]);
     assert!(output.status.success(), "{}", stdout(&output));
-    n1.run("CREATE DATABASE app");
-    n1.run("CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20))");
+    n1.create_app_table();
     wait_for("the table on n2", Duration::from_secs(20), || {
         (n2.value("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema='app'")
             .as_deref()
@@ -387,15 +395,10 @@ fn errors_name_the_node_and_the_lag_bound_holds() {
 /// those rows from n3 before it takes writes, and say so.
 #[test]
 fn a_promotion_fetches_what_another_replica_received_first() {
-    let mut cluster = Cluster::new(3);
-    let configs = cluster.configs("max_promotion_lag_ms = 20000");
-    let output = mailherd(&["db", "setup-replication", "--master", "n1"], &configs[0]);
-    assert!(output.status.success(), "{}", stdout(&output));
+    let (mut cluster, configs) = replicating_app(3, "max_promotion_lag_ms = 20000");
     let [n1, n2, n3] = &mut cluster.servers[..] else {
         unreachable!()
     };
-    n1.run("CREATE DATABASE app");
-    n1.run("CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20))");
     let mut expected = Vec::new();
     for i in 0..5 {
         n1.app_insert(&format!("both-{i}")).unwrap();
@@ -438,15 +441,10 @@ fn a_promotion_fetches_what_another_replica_received_first() {
 /// refuses, naming the GTID, and leaves the old master read-only.
 #[test]
 fn an_old_master_whose_last_commit_nobody_received_is_refused() {
-    let mut cluster = Cluster::new(3);
-    let configs = cluster.configs("max_promotion_lag_ms = 20000");
-    let output = mailherd(&["db", "setup-replication", "--master", "n1"], &configs[0]);
-    assert!(output.status.success(), "{}", stdout(&output));
+    let (mut cluster, configs) = replicating_app(3, "max_promotion_lag_ms = 20000");
     let [n1, n2, n3] = &mut cluster.servers[..] else {
         unreachable!()
     };
-    n1.run("CREATE DATABASE app");
-    n1.run("CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20))");
     n1.app_insert("shared").unwrap();
     wait_rows(n2, &["shared".to_string()]);
     wait_rows(n3, &["shared".to_string()]);
@@ -481,15 +479,10 @@ fn an_old_master_whose_last_commit_nobody_received_is_refused() {
 /// ERROR 1198 (a running slave) or leave the server stopped.
 #[test]
 fn two_repointings_of_one_server_at_once_take_turns() {
-    let mut cluster = Cluster::new(2);
-    let configs = cluster.configs("");
-    let output = mailherd(&["db", "setup-replication", "--master", "n1"], &configs[0]);
-    assert!(output.status.success(), "{}", stdout(&output));
+    let (mut cluster, configs) = replicating_app(2, "");
     let [n1, n2] = &mut cluster.servers[..] else {
         unreachable!()
     };
-    n1.run("CREATE DATABASE app");
-    n1.run("CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20))");
     let mut expected = Vec::new();
     for round in 0..8 {
         // Not replicating at all: both will want CHANGE MASTER.

@@ -128,8 +128,7 @@ fn agents_promote_the_masters_database_and_the_old_master_rejoins() {
         String::from_utf8_lossy(&setup.stderr)
     );
     let n1 = &cluster.servers[0];
-    n1.run("CREATE DATABASE app");
-    n1.run("CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20))");
+    n1.create_app_table();
     n1.run("SET GLOBAL read_only=ON");
 
     let mut agents: Vec<Agent> = configs

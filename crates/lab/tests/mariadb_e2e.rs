@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{lab_bin, only_master, text, LabEnv};
+use common::{only_master, text, LabEnv};
 use serde_json::Value;
 
 static LAB: LabEnv = LabEnv {
@@ -135,22 +135,6 @@ fn replicates_from(status: &Value, name: &str, source: &str) -> bool {
             .is_some_and(|from| from.starts_with(&format!("{source}:")))
         && server["io_running"] == "Yes"
         && server["sql_running"] == "Yes"
-}
-
-fn start_invariants(duration_ms: u64) -> std::process::Child {
-    Command::new(lab_bin())
-        .args([
-            "invariants",
-            "--json",
-            "--duration-ms",
-            &duration_ms.to_string(),
-        ])
-        .env("MAILHERD_LAB_PREFIX", LAB.prefix)
-        .env("MAILHERD_LAB_DIR", LAB.dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("invariants starts")
 }
 
 /// Inserts `w-0`, `w-1`, ... through the floating IP until stopped;
@@ -281,7 +265,7 @@ fn no_acknowledged_row_is_lost_when_the_master_loses_power() {
     wait_for("20 acknowledged inserts", Duration::from_secs(60), || {
         (writer.acked_count() >= 20).then_some(())
     });
-    let checker = start_invariants(25_000);
+    let checker = LAB.start_invariants(Duration::from_secs(25));
     let fault_at = Instant::now();
     LAB.ok(&["fail", &old_master, "--mode", "power"]);
 

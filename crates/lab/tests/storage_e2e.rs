@@ -195,13 +195,8 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
         .as_str()
         .expect("api")
         .to_string();
-    let metrics = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            status["client_namespace"].as_str().unwrap(),
-        ])
-        .args(["curl", "-sS", "--max-time", "3"])
+    let metrics = in_namespace(status["client_namespace"].as_str().unwrap(), "curl")
+        .args(["-sS", "--max-time", "3"])
         .arg(format!("{api}/metrics"))
         .output()
         .expect("curl runs");
@@ -316,6 +311,13 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
     assert_eq!(holders, vec![master.as_str()], "{status}");
 }
 
+/// `program` run inside the network namespace `namespace`.
+fn in_namespace(namespace: &str, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut command = std::process::Command::new("ip");
+    command.args(["netns", "exec", namespace]).arg(program);
+    command
+}
+
 /// curl on `to`'s peer endpoint (`/storage/mail/WHAT`), with `as_node`'s
 /// certificate, from inside `as_node`'s namespace: status code and body.
 fn peer(
@@ -328,15 +330,9 @@ fn peer(
 ) -> (u16, String) {
     let tls = format!("{}/tls", LAB.dir);
     let address = node(status, to)["address"].as_str().unwrap().to_string();
-    let mut command = std::process::Command::new("ip");
+    let mut command = in_namespace(node(status, as_node)["namespace"].as_str().unwrap(), "curl");
     command
         .args([
-            "netns",
-            "exec",
-            node(status, as_node)["namespace"].as_str().unwrap(),
-        ])
-        .args([
-            "curl",
             "-sS",
             "--max-time",
             "5",
@@ -372,24 +368,21 @@ fn switchover_to(node_name: &str) {
         .as_str()
         .expect("api")
         .to_string();
-    let output = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            status["client_namespace"].as_str().unwrap(),
-        ])
-        .arg(common::agent_bin())
-        .args([
-            "switchover",
-            "--to",
-            node_name,
-            "--api",
-            &api,
-            "--token-file",
-        ])
-        .arg(status["token_file"].as_str().unwrap())
-        .output()
-        .expect("mailherd runs");
+    let output = in_namespace(
+        status["client_namespace"].as_str().unwrap(),
+        common::agent_bin(),
+    )
+    .args([
+        "switchover",
+        "--to",
+        node_name,
+        "--api",
+        &api,
+        "--token-file",
+    ])
+    .arg(status["token_file"].as_str().unwrap())
+    .output()
+    .expect("mailherd runs");
     assert!(
         output.status.success(),
         "switchover failed: {}{}",

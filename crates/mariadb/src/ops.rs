@@ -500,17 +500,7 @@ async fn point_at_locked(
     if state.replica.is_some() {
         server.exec("STOP SLAVE", "STOP SLAVE").await?;
     }
-    let change = ChangeMaster {
-        host,
-        port: source.address.port(),
-        user: &topology.replication_user,
-        password: topology.replication_password.expose(),
-        demote: wrote_itself,
-    };
-    server
-        .exec("CHANGE MASTER TO (GTID)", &change.statement())
-        .await?;
-    server.exec("START SLAVE", "START SLAVE").await?;
+    replicate_from(topology, server, source, wrote_itself).await?;
     changes.push(format!(
         "replicating from {} ({}) by GTID (MASTER_USE_GTID=slave_pos{})",
         source.name,
@@ -522,6 +512,28 @@ async fn point_at_locked(
         }
     ));
     Ok(changes)
+}
+
+/// Points a stopped `server` at `source` by GTID and starts replicating;
+/// `demote` keeps the transactions it wrote itself as applied
+/// (`MASTER_DEMOTE_TO_SLAVE=1`).
+async fn replicate_from(
+    topology: &Topology,
+    server: &mut Server,
+    source: &crate::server::DbNode,
+    demote: bool,
+) -> Result<(), DbError> {
+    let change = ChangeMaster {
+        host: source.address.ip().to_string(),
+        port: source.address.port(),
+        user: &topology.replication_user,
+        password: topology.replication_password.expose(),
+        demote,
+    };
+    server
+        .exec("CHANGE MASTER TO (GTID)", &change.statement())
+        .await?;
+    server.exec("START SLAVE", "START SLAVE").await
 }
 
 /// The promotion step: make node `me` the writable master. Waits until it
@@ -703,17 +715,7 @@ async fn catch_up(
     let source = other.node.clone();
     other.disconnect().await;
     server.exec("STOP ALL SLAVES", "STOP ALL SLAVES").await?;
-    let change = ChangeMaster {
-        host: source.address.ip().to_string(),
-        port: source.address.port(),
-        user: &topology.replication_user,
-        password: topology.replication_password.expose(),
-        demote: false,
-    };
-    server
-        .exec("CHANGE MASTER TO (GTID)", &change.statement())
-        .await?;
-    server.exec("START SLAVE", "START SLAVE").await?;
+    replicate_from(topology, server, &source, false).await?;
     loop {
         let now = server.state().await?;
         let applied = GtidPos::parse(&now.gtid_slave_pos).map_err(DbError::Config)?;

@@ -188,6 +188,13 @@ impl Mariadbd {
         })
     }
 
+    /// Makes the application's table, app.t, that `rows` and `app_insert`
+    /// use.
+    pub fn create_app_table(&self) {
+        self.run("CREATE DATABASE app");
+        self.run("CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20))");
+    }
+
     /// The rows of app.t, in order.
     pub fn rows(&self) -> Vec<String> {
         rt().block_on(async {

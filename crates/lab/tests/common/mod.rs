@@ -71,6 +71,20 @@ impl LabEnv {
             .expect("mailherd-lab runs")
     }
 
+    /// `mailherd-lab invariants --json` on this lab for `duration`, started
+    /// now; its report is the child's stdout.
+    pub fn start_invariants(&self, duration: Duration) -> std::process::Child {
+        Command::new(lab_bin())
+            .args(["invariants", "--json", "--duration-ms"])
+            .arg(duration.as_millis().to_string())
+            .env("MAILHERD_LAB_PREFIX", self.prefix)
+            .env("MAILHERD_LAB_DIR", self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("invariants starts")
+    }
+
     /// Runs the lab, asserts success, returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let output = self.run(args);
