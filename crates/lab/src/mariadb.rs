@@ -239,9 +239,7 @@ pub fn install_all(state: &LabState) -> Result<()> {
 
 fn install(install_db: &Path, node: &NodeState) -> Result<()> {
     let dir = dir(node);
-    let output = Command::new("ip")
-        .args(["netns", "exec", &node.namespace])
-        .arg(install_db)
+    let output = crate::netns::command(&node.namespace, install_db)
         .arg("--no-defaults")
         .arg(format!("--datadir={}", dir.join("data").display()))
         .arg("--user=root")
@@ -297,9 +295,7 @@ pub fn wait_ready(node_dir: &Path, timeout: Duration) -> bool {
 /// master's namespace, with the master's own config; its output goes to
 /// [`setup_log`]. Fails with that output when it fails.
 pub fn setup_replication(state: &LabState, master: &NodeState) -> Result<()> {
-    let output = Command::new("ip")
-        .args(["netns", "exec", &master.namespace])
-        .arg(&state.agent_bin)
+    let output = crate::netns::command(&master.namespace, &state.agent_bin)
         .args([
             "db",
             "setup-replication",

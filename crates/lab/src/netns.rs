@@ -22,6 +22,14 @@ use anyhow::{Context, Result};
 use crate::host::ip;
 use crate::topology::{name_prefix, switch_namespace, BRIDGE, NODE_INTERFACE, PREFIX_LEN};
 
+/// `program` to run inside namespace `name` (`ip netns exec NAME PROGRAM`);
+/// the caller adds its arguments and runs it.
+pub fn command(name: &str, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut command = std::process::Command::new("ip");
+    command.args(["netns", "exec", name]).arg(program);
+    command
+}
+
 /// Where `ip netns add` keeps its namespace handles.
 const NETNS_DIR: &str = "/run/netns";
 

@@ -42,11 +42,9 @@ pub fn boot(state: &LabState, node: &NodeState) -> Result<()> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let mut command = Command::new("ip");
+    let mut command = crate::netns::command(&node.namespace, "unshare");
     command
-        .args(["netns", "exec", &node.namespace])
         .args([
-            "unshare",
             "--mount",
             "--pid",
             "--fork",

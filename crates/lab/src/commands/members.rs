@@ -8,8 +8,6 @@
 //! are (the replicated member directory names the newcomer). Whatever fails
 //! half-way is undone, so the lab is as before.
 
-use std::process::Command;
-
 use anyhow::{bail, Context, Result};
 
 use crate::state::{LabState, NodeState};
@@ -169,9 +167,7 @@ fn contact(state: &LabState, except: Option<&str>) -> Result<String> {
 /// Runs `mailherd members ARGS` from the client namespace with the lab's token.
 fn members(state: &LabState, api: &str, args: &[&str]) -> Result<()> {
     let token = topology::token_file(&state.lab_dir);
-    let output = Command::new("ip")
-        .args(["netns", "exec", &state.client.namespace])
-        .arg(&state.agent_bin)
+    let output = crate::netns::command(&state.client.namespace, &state.agent_bin)
         .arg("members")
         .args(args)
         .args(["--api", api, "--token-file"])
