@@ -156,6 +156,53 @@ pub struct Control {
     /// Where the loop and the reconciler report their rounds for `/status`.
     workers: Workers,
     replication: Option<crate::storage::Replication>,
+    /// Whether this node's renewals go through relays.
+    relaying: Arc<Relaying>,
+}
+
+/// Whether renewals reach the leader directly or only through relays
+/// (other voters proposing them for this node): every relayed one is
+/// counted, and the log says when relaying starts and when renewals have
+/// gone directly again for [`DIRECT_AGAIN`] in a row (so that a leader
+/// that is merely slow now and then does not flood the log).
+#[derive(Default)]
+struct Relaying(std::sync::Mutex<RelayingState>);
+
+#[derive(Default)]
+struct RelayingState {
+    relaying: bool,
+    direct_in_a_row: u32,
+}
+
+const DIRECT_AGAIN: u32 = 10;
+
+impl Relaying {
+    fn note(&self, via: Option<u64>, metrics: &Metrics) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match via {
+            Some(relay) => {
+                metrics.renewal_relayed();
+                state.direct_in_a_row = 0;
+                if !state.relaying {
+                    state.relaying = true;
+                    tracing::warn!(
+                        relay,
+                        "lease renewals go through other voters: the Raft leader does not confirm them directly"
+                    );
+                }
+            }
+            None if state.relaying => {
+                state.direct_in_a_row += 1;
+                if state.direct_in_a_row >= DIRECT_AGAIN {
+                    *state = RelayingState::default();
+                    tracing::info!(
+                        "lease renewals are confirmed by the Raft leader directly again"
+                    );
+                }
+            }
+            None => {}
+        }
+    }
 }
 
 /// The decider's bookkeeping, on this node's clock.
@@ -204,6 +251,7 @@ impl Control {
             metrics,
             workers: Workers::default(),
             replication: None,
+            relaying: Arc::default(),
         }
     }
 
@@ -550,21 +598,31 @@ impl Control {
             .next_run_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let me = self.config.me().id;
-        let lease_ms = self.config.cluster.timing().lease.lease_ms;
+        let lease = self.config.cluster.timing().lease;
+        let lease_ms = lease.lease_ms;
         match action {
             HolderAction::ProposeRenewal { epoch, started } => {
                 let consensus = self.consensus.clone();
                 let events = events.clone();
                 let metrics = self.metrics.clone();
+                // A renewal not confirmed within half an interval also goes
+                // through the other voters: a master cut off from a leader
+                // that sits on a backup keeps its role through the rest.
+                let relay_after = Duration::from_millis(lease.renew_interval_ms / 2);
+                let relaying = self.relaying.clone();
                 tokio::spawn(async move {
                     let proposed = std::time::Instant::now();
                     let result = consensus
-                        .propose(
+                        .propose_with_relays(
                             Command::Renew { node: me, epoch },
                             Duration::from_millis(lease_ms),
+                            relay_after,
                         )
                         .await;
-                    let outcome = match result {
+                    if let Ok(applied) = &result {
+                        relaying.note(applied.via, &metrics);
+                    }
+                    let outcome = match result.map(|applied| applied.result) {
                         Ok(Ok(())) => RenewalOutcome::Confirmed,
                         Ok(Err(rejection)) => {
                             tracing::warn!(epoch, %rejection, "renewal rejected");
@@ -1210,11 +1268,19 @@ impl Control {
             &decider.cadence,
             &timing,
         );
+        // Heard from directly within an election timeout, not merely within
+        // the decider's wider reachability window: a transfer to a master
+        // this leader has just been cut off from never arrives, yet stops
+        // this leader, and the master's renewals (relayed meanwhile) wait
+        // for a whole election.
+        let fresh = Duration::from_millis(self.config.cluster.timing().election_timeout_min_ms);
         let reachable = self
-            .reachability(state)
+            .consensus
+            .follower_ack_ages()
             .get(&assignment.node)
             .copied()
-            .unwrap_or(false);
+            .flatten()
+            .is_some_and(|age| age <= fresh);
         if !promoted
             || !due
             || !reachable

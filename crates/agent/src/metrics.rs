@@ -137,6 +137,7 @@ pub struct Metrics {
     promotion_step_duration: HistogramFamily<StepLabels>,
     lease_renewals: Family<ResultLabels, Counter>,
     lease_renewal_duration: HistogramFamily<ResultLabels>,
+    lease_renewals_relayed: Counter,
     check_up: Family<CheckLabels, Gauge>,
     check_latency: HistogramFamily<CheckLabels>,
     check_probes: Family<CheckResultLabels, Counter>,
@@ -175,6 +176,7 @@ impl Metrics {
             promotion_step_duration: Family::new_with_constructor(promotion_histogram),
             lease_renewals: Family::default(),
             lease_renewal_duration: Family::new_with_constructor(promotion_histogram),
+            lease_renewals_relayed: Counter::default(),
             check_up: Family::default(),
             check_latency: Family::new_with_constructor(probe_histogram),
             check_probes: Family::default(),
@@ -243,6 +245,12 @@ impl Metrics {
              slower than the fence budget costs the master its role",
             Unit::Seconds,
             metrics.lease_renewal_duration.clone(),
+        );
+        registry.register(
+            "lease_renewals_relayed",
+            "This node's lease renewals that another voter got applied because the Raft leader \
+             did not confirm them directly in time (a link to the leader is down or slow)",
+            metrics.lease_renewals_relayed.clone(),
         );
         registry.register(
             "check_up",
@@ -432,6 +440,11 @@ impl Metrics {
         self.lease_renewal_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// A renewal was applied through a relay, not by the leader directly.
+    pub fn renewal_relayed(&self) {
+        self.lease_renewals_relayed.inc();
     }
 
     /// A check is configured: its series exist (down, nothing probed)

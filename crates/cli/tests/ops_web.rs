@@ -185,6 +185,7 @@ fn metrics_parse_and_follow_a_failover() {
         ("mailherd_promotion_step_duration_seconds", "histogram"),
         ("mailherd_lease_renewals", "counter"),
         ("mailherd_lease_renewal_duration_seconds", "histogram"),
+        ("mailherd_lease_renewals_relayed", "counter"),
         ("mailherd_check_up", "gauge"),
         ("mailherd_check_latency_seconds", "histogram"),
         ("mailherd_check_probes", "counter"),

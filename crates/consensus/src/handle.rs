@@ -188,7 +188,10 @@ impl Consensus {
     /// vote, pre-vote, snapshot, transfer-leader, propose). The agent serves
     /// it on its peer listener, at the address the voters map names.
     pub fn peer_router(&self) -> axum::Router {
-        crate::server::router(self.inner.raft.clone())
+        crate::server::router(
+            self.inner.raft.clone(),
+            WeakConsensus(Arc::downgrade(&self.inner)),
+        )
     }
 
     /// Initialises the cluster with all voters if this node's log has never
@@ -400,6 +403,117 @@ impl Consensus {
         }
     }
 
+    /// [`Self::propose`], and if it did not succeed within `relay_after`
+    /// while another node leads, the same command relayed through every other
+    /// voter as well (`POST /raft/relay`: each proposes it as its own,
+    /// forwarding to the leader). The first applied result wins; if none
+    /// applies, the direct attempt's error is returned.
+    ///
+    /// For the master's lease renewals, which are idempotent: a master cut
+    /// off from the leader alone still has its renewals committed through
+    /// the voters it reaches, so losing one link does not cost it the role.
+    /// The command may be applied more than once, so nothing that must be
+    /// applied once goes through here. When this node leads, relays would
+    /// only come back to it, so none are sent.
+    pub async fn propose_with_relays(
+        &self,
+        command: Command,
+        timeout: Duration,
+        relay_after: Duration,
+    ) -> Result<Relayed, ProposeError> {
+        let deadline = Instant::now() + timeout;
+        let direct = self.propose(command.clone(), timeout);
+        tokio::pin!(direct);
+        // The direct attempt's failure, if it gave up before the relays
+        // start (a refused connection can end it at once).
+        let mut direct_result = None;
+        if let Ok(result) = tokio::time::timeout(relay_after, &mut direct).await {
+            if let Ok(result) = result {
+                return Ok(Relayed { result, via: None });
+            }
+            direct_result = Some(result);
+        }
+        let me = self.node_id();
+        let leader = self.leadership().leader;
+        if leader == Some(me) {
+            let result = match direct_result {
+                Some(result) => result,
+                None => direct.await,
+            };
+            return result.map(|result| Relayed { result, via: None });
+        }
+        let mut relays = tokio::task::JoinSet::new();
+        for relay in self.voters().into_keys() {
+            if relay == me || Some(relay) == leader {
+                continue;
+            }
+            let consensus = self.clone();
+            let command = command.clone();
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            relays.spawn(async move {
+                let result = consensus.relay_through(relay, &command, remaining).await;
+                (relay, result)
+            });
+        }
+        loop {
+            tokio::select! {
+                result = &mut direct, if direct_result.is_none() => {
+                    if let Ok(result) = result {
+                        return Ok(Relayed { result, via: None });
+                    }
+                    direct_result = Some(result);
+                }
+                joined = relays.join_next(), if !relays.is_empty() => {
+                    if let Some(Ok((relay, Ok(result)))) = joined {
+                        return Ok(Relayed { result, via: Some(relay) });
+                    }
+                }
+                else => break,
+            }
+        }
+        match direct_result {
+            Some(result) => result.map(|result| Relayed { result, via: None }),
+            None => Err(ProposeError::NoLeader {
+                after_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// `command` proposed by voter `relay` on this node's behalf.
+    async fn relay_through(
+        &self,
+        relay: NodeId,
+        command: &Command,
+        remaining: Duration,
+    ) -> Result<CommandResult, ProposeError> {
+        let reply = match self
+            .post_proposal(relay, "/raft/relay", command, remaining)
+            .await
+        {
+            Ok(reply) => reply,
+            Err(RemoteFailure::NotSent(error) | RemoteFailure::MaybeSent(error)) => {
+                return Err(error)
+            }
+        };
+        match reply {
+            ProposeReply::Applied { result } => Ok(result),
+            ProposeReply::TimedOut => Err(ProposeError::Timeout {
+                after_ms: remaining.as_millis() as u64,
+            }),
+            ProposeReply::OutcomeUnknown { reason } => Err(ProposeError::OutcomeUnknown {
+                reason: format!("relayed through {relay}: {reason}"),
+            }),
+            ProposeReply::Stopped => Err(ProposeError::OutcomeUnknown {
+                reason: format!("relay {relay} is stopping"),
+            }),
+            ProposeReply::Failed { reason } => Err(ProposeError::Transport {
+                peer: relay,
+                reason: format!("relayed: {reason}"),
+            }),
+            ProposeReply::ForwardToLeader { leader } => Err(ProposeError::NotLeader { leader }),
+        }
+    }
+
     /// Waits until leadership changes, a heartbeat interval passes, or the
     /// deadline comes, whichever is first.
     async fn pause_for_leader(
@@ -423,26 +537,36 @@ impl Consensus {
         command: &Command,
         remaining: Duration,
     ) -> Result<ProposeReply, RemoteFailure> {
-        let Some(addr) = self.peer_addr(leader) else {
+        self.post_proposal(leader, "/raft/propose", command, remaining)
+            .await
+    }
+
+    /// POSTs `command` to `path` on peer `peer`, which answers a
+    /// [`ProposeReply`] within `remaining`.
+    async fn post_proposal(
+        &self,
+        peer: NodeId,
+        path: &str,
+        command: &Command,
+        remaining: Duration,
+    ) -> Result<ProposeReply, RemoteFailure> {
+        let Some(addr) = self.peer_addr(peer) else {
             return Err(RemoteFailure::NotSent(ProposeError::Transport {
-                peer: leader,
+                peer,
                 reason: "it is not a configured voter".into(),
             }));
         };
-        // The leader gives up a little before we do, so that its TimedOut
+        // The peer gives up a little before we do, so that its TimedOut
         // answer arrives instead of our own timeout firing blind.
-        let leader_budget =
+        let peer_budget =
             remaining.saturating_sub((remaining / 10).min(Duration::from_millis(100)));
         let url = format!(
-            "{}://{}/raft/propose?timeout_ms={}",
+            "{}://{}{path}?timeout_ms={}",
             self.inner.peer_scheme,
             addr,
-            leader_budget.as_millis().max(1)
+            peer_budget.as_millis().max(1)
         );
-        let transport = |reason: String| ProposeError::Transport {
-            peer: leader,
-            reason,
-        };
+        let transport = |reason: String| ProposeError::Transport { peer, reason };
         let response = self
             .inner
             .peer_http
@@ -460,9 +584,7 @@ impl Consensus {
                     })
                 } else {
                     RemoteFailure::MaybeSent(ProposeError::OutcomeUnknown {
-                        reason: format!(
-                            "connection to leader {leader} failed mid-request: {error}"
-                        ),
+                        reason: format!("connection to peer {peer} failed mid-request: {error}"),
                     })
                 }
             })?;
@@ -647,6 +769,40 @@ impl Consensus {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+/// What [`Consensus::propose_with_relays`] got applied, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    /// The state machine's result for the entry.
+    pub result: CommandResult,
+    /// The voter that proposed it on this node's behalf; `None` when the
+    /// direct proposal was applied first.
+    pub via: Option<NodeId>,
+}
+
+/// The node behind the peer router's `/raft/relay`, without keeping it
+/// alive: a router still served after shutdown answers `Stopped`.
+#[derive(Clone)]
+pub(crate) struct WeakConsensus(Weak<Inner>);
+
+impl WeakConsensus {
+    pub(crate) fn upgrade(&self) -> Option<Consensus> {
+        self.0.upgrade().map(|inner| Consensus { inner })
+    }
+}
+
+/// A relayed proposal's outcome, as `/raft/relay` answers it.
+pub(crate) fn reply_of(result: Result<CommandResult, ProposeError>) -> ProposeReply {
+    match result {
+        Ok(result) => ProposeReply::Applied { result },
+        Err(ProposeError::Timeout { .. }) => ProposeReply::TimedOut,
+        Err(ProposeError::OutcomeUnknown { reason }) => ProposeReply::OutcomeUnknown { reason },
+        Err(ProposeError::Stopped) => ProposeReply::Stopped,
+        Err(error) => ProposeReply::Failed {
+            reason: error.to_string(),
+        },
     }
 }
 

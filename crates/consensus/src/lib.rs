@@ -38,9 +38,11 @@
 //! - `state_machine`: `ClusterState` as a persistent openraft state machine,
 //!   snapshots as its JSON, and the watch channel behind [`Consensus::state`].
 //! - `network`: the HTTP client that carries openraft's RPCs to peers.
-//! - `server`: the axum router answering those RPCs and `/raft/propose`.
+//! - `server`: the axum router answering those RPCs, `/raft/propose` and
+//!   `/raft/relay`.
 //! - `handle`: [`Consensus`], the handle the agent holds: open, initialise,
-//!   propose (forwarding to the leader), leadership, shutdown.
+//!   propose (forwarding to the leader, or relayed through the other voters
+//!   as well), leadership, shutdown.
 //! - [`error`]: [`ConsensusError`] and [`ProposeError`].
 
 mod arrivals;
@@ -56,7 +58,7 @@ pub mod types;
 
 pub use config::{ConsensusConfig, ConsensusOptions};
 pub use error::{ConsensusError, ProposeError};
-pub use handle::Consensus;
+pub use handle::{Consensus, Relayed};
 pub use types::{Leadership, LogStatus};
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! | `POST /raft/snapshot`       | vote, meta, state JSON       | `Result<SnapshotResponse, _>`       |
 //! | `POST /raft/transfer-leader`| `TransferLeaderRequest`      | `Result<TransferLeaderResponse, _>` |
 //! | `POST /raft/propose`        | a `Command` (`?timeout_ms=`) | applied result or a leader hint     |
+//! | `POST /raft/relay`          | a `Command` (`?timeout_ms=`) | applied result, or why not          |
 //!
 //! The Raft RPC answers are `Result`s whose error is openraft's
 //! `RaftError` (only ever `Fatal`: the local Raft is stopping). Malformed
@@ -29,7 +30,7 @@ use openraft::raft::{
 };
 use serde::Deserialize;
 
-use crate::handle::write_locally;
+use crate::handle::{write_locally, WeakConsensus};
 use crate::types::{MailherdRaft, ProposeReply, Snapshot, SnapshotRequest, TypeConfig};
 
 /// Snapshots and append batches are JSON; a full history plus a batch of
@@ -43,7 +44,7 @@ const MAX_PROPOSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 type RaftResult<T> = Json<Result<T, RaftError<TypeConfig>>>;
 
-pub(crate) fn router(raft: MailherdRaft) -> Router {
+pub(crate) fn router(raft: MailherdRaft, relay: WeakConsensus) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
@@ -51,8 +52,13 @@ pub(crate) fn router(raft: MailherdRaft) -> Router {
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/transfer-leader", post(transfer_leader))
         .route("/raft/propose", post(propose))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(Arc::new(raft))
+        .merge(
+            Router::new()
+                .route("/raft/relay", post(relay_proposal))
+                .with_state(relay),
+        )
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
 }
 
 async fn append(
@@ -107,6 +113,14 @@ struct ProposeQuery {
     timeout_ms: Option<u64>,
 }
 
+fn propose_timeout(query: &ProposeQuery) -> Duration {
+    query
+        .timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_PROPOSE_TIMEOUT)
+        .clamp(Duration::from_millis(1), MAX_PROPOSE_TIMEOUT)
+}
+
 /// Commits a command if this node is the accepting leader. It never
 /// forwards further: the caller follows the hint itself, so a proposal can
 /// not bounce between two nodes that disagree about who leads.
@@ -115,10 +129,25 @@ async fn propose(
     Query(query): Query<ProposeQuery>,
     Json(command): Json<Command>,
 ) -> Result<Json<ProposeReply>, (StatusCode, String)> {
-    let timeout = query
-        .timeout_ms
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_PROPOSE_TIMEOUT)
-        .clamp(Duration::from_millis(1), MAX_PROPOSE_TIMEOUT);
-    Ok(Json(write_locally(&raft, command, timeout).await))
+    Ok(Json(
+        write_locally(&raft, command, propose_timeout(&query)).await,
+    ))
+}
+
+/// Proposes a command on behalf of a peer that cannot reach the leader
+/// itself (see `Consensus::propose_with_relays`): this node's own
+/// `propose`, which writes locally or forwards to the leader. It never
+/// relays further. The answer is never a leader hint: the relay already
+/// followed those.
+async fn relay_proposal(
+    State(relay): State<WeakConsensus>,
+    Query(query): Query<ProposeQuery>,
+    Json(command): Json<Command>,
+) -> Json<ProposeReply> {
+    let Some(consensus) = relay.upgrade() else {
+        return Json(ProposeReply::Stopped);
+    };
+    Json(crate::handle::reply_of(
+        consensus.propose(command, propose_timeout(&query)).await,
+    ))
 }

@@ -1,13 +1,20 @@
-//! Multi-node tests: real consensus nodes on 127.0.0.1 ephemeral ports,
-//! each serving its peer router with axum, each with its own redb data dir.
+//! Multi-node tests: real consensus nodes on ephemeral loopback ports, node
+//! N on its own address 127.0.0.N (listening and connecting from it), each
+//! serving its peer router with axum, each with its own redb data dir.
+//! [`Cluster::cut`] makes one node refuse what another sends it.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mailherd_consensus::{Consensus, ConsensusConfig, ConsensusOptions, ProposeError};
+use axum::extract::{ConnectInfo, Request};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+
+use mailherd_consensus::{Consensus, ConsensusConfig, ConsensusOptions, ProposeError, Relayed};
 use mailherd_core::{ClusterState, Command, NodeHealth, Rejection};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -30,6 +37,13 @@ struct Cluster {
     data_dirs: BTreeMap<u64, PathBuf>,
     options: ConsensusOptions,
     nodes: BTreeMap<u64, Option<RunningNode>>,
+    /// (from, to): `to` answers 503 to every request that `from` sends.
+    cuts: Arc<Mutex<BTreeSet<(u64, u64)>>>,
+}
+
+/// Node `id`'s own loopback address.
+fn address_of(id: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, id as u8))
 }
 
 impl Cluster {
@@ -39,7 +53,7 @@ impl Cluster {
         let root = TempDir::new().unwrap();
         let mut listeners = BTreeMap::new();
         for id in 1..=size {
-            listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
+            listeners.insert(id, TcpListener::bind((address_of(id), 0)).await.unwrap());
         }
         let voters = listeners
             .iter()
@@ -54,6 +68,7 @@ impl Cluster {
             data_dirs,
             options,
             nodes: BTreeMap::new(),
+            cuts: Arc::default(),
         };
         for (id, listener) in listeners {
             let node = cluster.open_node(id, listener).await;
@@ -67,11 +82,37 @@ impl Cluster {
 
     async fn open_node(&self, id: u64, listener: TcpListener) -> RunningNode {
         let config = ConsensusConfig::new(id, self.voters.clone(), self.data_dirs[&id].clone());
-        let consensus = Consensus::open_with(config, self.options.clone())
-            .await
-            .unwrap();
+        let mut options = self.options.clone();
+        if options.peer_client.is_none() {
+            options.peer_client = Some(
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .local_address(address_of(id))
+                    .connect_timeout(Duration::from_millis(150))
+                    .build()
+                    .unwrap(),
+            );
+        }
+        let consensus = Consensus::open_with(config, options).await.unwrap();
         let (stop_server, stopped) = oneshot::channel::<()>();
-        let router = consensus.peer_router();
+        let cuts = self.cuts.clone();
+        let router = consensus
+            .peer_router()
+            .layer(axum::middleware::from_fn(
+                move |ConnectInfo(from): ConnectInfo<SocketAddr>, request: Request, next: Next| {
+                    let cut = cuts.lock().unwrap().iter().any(|(sender, receiver)| {
+                        *receiver == id && address_of(*sender) == from.ip()
+                    });
+                    async move {
+                        if cut {
+                            (StatusCode::SERVICE_UNAVAILABLE, "cut off").into_response()
+                        } else {
+                            next.run(request).await
+                        }
+                    }
+                },
+            ))
+            .into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
@@ -85,6 +126,12 @@ impl Cluster {
             stop_server,
             server,
         }
+    }
+
+    /// From now on `to` refuses (HTTP 503) everything `from` sends it;
+    /// what `to` sends `from`, and the answers, still arrive.
+    fn cut(&self, from: u64, to: u64) {
+        self.cuts.lock().unwrap().insert((from, to));
     }
 
     fn node(&self, id: u64) -> &Consensus {
@@ -533,6 +580,84 @@ async fn leadership_can_be_handed_to_another_voter() {
     assert!(
         cluster.node(leader).transfer_leadership(9).await.is_err(),
         "9 is not a voter"
+    );
+    cluster.shutdown().await;
+}
+
+/// A follower whose own requests to the leader are all refused cannot
+/// commit directly, but through the third voter it can; the leader relays
+/// nothing (a relay would only come back to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_cut_off_from_the_leader_commits_through_another_voter() {
+    let cluster = Cluster::start(3, ConsensusOptions::default()).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.followers(leader)[0];
+    cluster.cut(follower, leader);
+    let cut_off = cluster.node(follower);
+
+    let direct = cut_off
+        .propose(health(follower, true, "direct"), Duration::from_millis(500))
+        .await;
+    assert!(
+        matches!(direct, Err(ProposeError::Transport { peer, .. }) if peer == leader),
+        "{direct:?}"
+    );
+    let relayed = cut_off
+        .propose_with_relays(
+            health(follower, true, "relayed"),
+            Duration::from_secs(2),
+            Duration::from_millis(50),
+        )
+        .await;
+    let third = cluster
+        .followers(leader)
+        .into_iter()
+        .find(|id| *id != follower)
+        .unwrap();
+    assert_eq!(
+        relayed,
+        Ok(Relayed {
+            result: Ok(()),
+            via: Some(third)
+        })
+    );
+    cluster
+        .wait_state(leader, "the relayed command applied", |state| {
+            has_health(state, follower, "relayed")
+        })
+        .await;
+    // A proposal the leader answers in time is not relayed.
+    let direct = cluster
+        .node(third)
+        .propose_with_relays(
+            health(third, true, "direct"),
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+        )
+        .await;
+    assert_eq!(
+        direct,
+        Ok(Relayed {
+            result: Ok(()),
+            via: None
+        })
+    );
+    // Still one leader, the same: the cut cost the follower nothing.
+    assert_eq!(cluster.leader().await, leader);
+
+    // With the third voter also refusing it, nothing gets through, and the
+    // direct attempt's error is what the caller hears.
+    cluster.cut(follower, third);
+    let nowhere = cut_off
+        .propose_with_relays(
+            health(follower, true, "nowhere"),
+            Duration::from_millis(500),
+            Duration::from_millis(50),
+        )
+        .await;
+    assert!(
+        matches!(nowhere, Err(ProposeError::Transport { peer, .. }) if peer == leader),
+        "{nowhere:?}"
     );
     cluster.shutdown().await;
 }

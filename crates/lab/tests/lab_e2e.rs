@@ -736,14 +736,34 @@ fn a_master_that_hears_no_peer_gives_way() {
     heal_and_check(&old, &new);
 }
 
-/// A master that loses one peer of two keeps its majority and its role.
+/// The master once every node says the Raft leader sits on it.
+///
+/// The master renews its lease through the Raft leader, and the leader
+/// hands its leadership to a new master only once the master's renewals
+/// flow steadily (ARCHITECTURE.md, "Leader on the master"): until then,
+/// losing the backup that leads costs the master its role.
+fn master_leading_raft() -> Option<String> {
+    let status = status();
+    let master = only_master(&status)?;
+    status["nodes"]
+        .as_array()?
+        .iter()
+        .all(|node| node["raft_leader"] == master.as_str())
+        .then_some(master)
+}
+
+/// A master that loses one peer of two keeps its majority and its role,
+/// whichever peer it loses: with the Raft leader on the master, neither
+/// backup is needed for a quorum.
 #[test]
 fn a_master_cut_off_from_one_peer_keeps_the_role() {
     let _lab = Lab::exclusive();
     lab_ok(&["up", "--nodes", "3"]);
-    let master = wait_for("exactly one master", FAILOVER_WAIT, || {
-        only_master(&status())
-    });
+    let master = wait_for(
+        "one master, leading Raft in every node's view",
+        FAILOVER_WAIT,
+        master_leading_raft,
+    );
     let peer = nodes_with_role(&status(), "backup")[0].clone();
     let checker = start_invariants(Duration::from_secs(5));
     lab_ok(&["fail", &master, "--mode", "partition", "--from", &peer]);
@@ -751,9 +771,79 @@ fn a_master_cut_off_from_one_peer_keeps_the_role() {
     assert_eq!(
         report["address_changes"].as_array().unwrap().len(),
         1,
-        "the address never moved: {report}"
+        "the address moved after {master} was cut off from {peer}: {report}\n{}",
+        diagnostics()
     );
     assert_eq!(only_master(&status()).as_deref(), Some(master.as_str()));
+    lab_ok(&["heal"]);
+}
+
+/// The master and the backup leading Raft, when every node agrees that a
+/// backup leads: the moments after a promotion, before the leader hands
+/// its leadership to the new master.
+fn master_and_leading_backup(status: &Value) -> Option<(String, String)> {
+    let master = only_master(status)?;
+    let nodes = status["nodes"].as_array()?;
+    let leader = nodes.first()?["raft_leader"].as_str()?.to_string();
+    (leader != master
+        && nodes
+            .iter()
+            .all(|node| node["raft_leader"] == leader.as_str()))
+    .then_some((master, leader))
+}
+
+/// A master cut off from the backup that still leads Raft (before the
+/// leader moved to it) keeps its role: renewals the leader does not answer
+/// go through the other backup (`Consensus::propose_with_relays`).
+#[test]
+fn a_master_cut_off_from_the_leading_backup_keeps_the_role() {
+    let _lab = Lab::exclusive();
+    lab_ok(&["up", "--nodes", "3"]);
+    // The leader usually still sits on a backup right after `up`; if it
+    // has moved already, one switchover opens the same moment again.
+    let deadline = Instant::now() + FAILOVER_WAIT;
+    let mut switched = false;
+    let (master, leader) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "never saw a backup leading Raft next to a master\n{}",
+            diagnostics()
+        );
+        let status = status();
+        if let Some(found) = master_and_leading_backup(&status) {
+            break found;
+        }
+        let master = only_master(&status);
+        let settled = master.is_some()
+            && status["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|node| node["raft_leader"] == master.as_deref().unwrap());
+        if settled && !switched {
+            let backup = nodes_with_role(&status, "backup")[0].clone();
+            common::switchover(&status, &backup);
+            switched = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let checker = start_invariants(Duration::from_secs(5));
+    lab_ok(&["fail", &master, "--mode", "partition", "--from", &leader]);
+    let report = assert_never_two_holders(checker);
+    assert_eq!(
+        report["address_changes"].as_array().unwrap().len(),
+        1,
+        "the address moved after {master} was cut off from the leader {leader}: {report}\n{}",
+        diagnostics()
+    );
+    assert_eq!(only_master(&status()).as_deref(), Some(master.as_str()));
+    let agent_log =
+        std::fs::read_to_string(format!("{LAB_DIR}/{master}/agent.log")).unwrap_or_default();
+    assert!(
+        agent_log.contains("lease renewals go through other voters"),
+        "the master never said its renewals were relayed\n{}",
+        diagnostics()
+    );
     lab_ok(&["heal"]);
 }
 
@@ -773,15 +863,18 @@ fn two_nodes_and_a_witness_survive_a_partition_of_the_master() {
     heal_and_check(&old, &new);
 }
 
-/// 3 → 5 → 3 in the lab: two mail nodes join the running cluster and leave
-/// again; the master never moves and nothing is ever held twice.
+/// 3 → 5 → 3 in the lab: two mail nodes join the settled cluster (its
+/// Raft leader on the master) and leave again; the master never moves and
+/// nothing is ever held twice.
 #[test]
 fn the_cluster_grows_to_five_and_shrinks_to_three_around_its_master() {
     let _lab = Lab::exclusive();
     lab_ok(&["up", "--nodes", "3"]);
-    let master = wait_for("exactly one master", FAILOVER_WAIT, || {
-        only_master(&status())
-    });
+    let master = wait_for(
+        "one master, leading Raft in every node's view",
+        FAILOVER_WAIT,
+        master_leading_raft,
+    );
     let checker = start_invariants(Duration::from_secs(25));
     lab_ok(&["add-node"]);
     lab_ok(&["add-node"]);
@@ -792,7 +885,12 @@ fn the_cluster_grows_to_five_and_shrinks_to_three_around_its_master() {
             .then_some(status)
     });
     assert_eq!(grown["nodes"].as_array().unwrap().len(), 5);
-    assert_eq!(only_master(&grown).as_deref(), Some(master.as_str()));
+    assert_eq!(
+        only_master(&grown).as_deref(),
+        Some(master.as_str()),
+        "{grown}\n{}",
+        diagnostics()
+    );
     // The master itself cannot be removed.
     let refusal = lab_fails(&["remove-node", &master]);
     assert!(refusal.contains("switchover"), "{refusal}");
@@ -805,7 +903,8 @@ fn the_cluster_grows_to_five_and_shrinks_to_three_around_its_master() {
     assert_eq!(
         report["address_changes"].as_array().unwrap().len(),
         1,
-        "the address never moved: {report}"
+        "the address moved while members came and went: {report}\n{}",
+        diagnostics()
     );
     assert_eq!(only_master(&status()).as_deref(), Some(master.as_str()));
 }

@@ -195,7 +195,7 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
         .as_str()
         .expect("api")
         .to_string();
-    let metrics = in_namespace(status["client_namespace"].as_str().unwrap(), "curl")
+    let metrics = common::in_namespace(status["client_namespace"].as_str().unwrap(), "curl")
         .args(["-sS", "--max-time", "3"])
         .arg(format!("{api}/metrics"))
         .output()
@@ -273,7 +273,7 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
         LAB.subjects()
             .filter(|s| s.iter().any(|s| s == "before-switchover"))
     });
-    switchover_to(&master);
+    common::switchover(&LAB.status(), &master);
     LAB.wait_for("the old master back as master", WAIT, || {
         (only_master(&LAB.status()).as_deref() == Some(master.as_str())).then_some(())
     });
@@ -311,13 +311,6 @@ fn btrfs_copies_follow_the_master_and_a_failover_loses_only_the_unshipped_tail()
     assert_eq!(holders, vec![master.as_str()], "{status}");
 }
 
-/// `program` run inside the network namespace `namespace`.
-fn in_namespace(namespace: &str, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
-    let mut command = std::process::Command::new("ip");
-    command.args(["netns", "exec", namespace]).arg(program);
-    command
-}
-
 /// curl on `to`'s peer endpoint (`/storage/mail/WHAT`), with `as_node`'s
 /// certificate, from inside `as_node`'s namespace: status code and body.
 fn peer(
@@ -330,7 +323,8 @@ fn peer(
 ) -> (u16, String) {
     let tls = format!("{}/tls", LAB.dir);
     let address = node(status, to)["address"].as_str().unwrap().to_string();
-    let mut command = in_namespace(node(status, as_node)["namespace"].as_str().unwrap(), "curl");
+    let mut command =
+        common::in_namespace(node(status, as_node)["namespace"].as_str().unwrap(), "curl");
     command
         .args([
             "-sS",
@@ -357,38 +351,6 @@ fn peer(
     let out = common::text(&output.stdout);
     let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
     (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-/// `mailherd switchover --to NODE` against the current master's API, from
-/// the client namespace, with the lab's token.
-fn switchover_to(node_name: &str) {
-    let status = LAB.status();
-    let master = only_master(&status).expect("a master to switch from");
-    let api = node(&status, &master)["api"]
-        .as_str()
-        .expect("api")
-        .to_string();
-    let output = in_namespace(
-        status["client_namespace"].as_str().unwrap(),
-        common::agent_bin(),
-    )
-    .args([
-        "switchover",
-        "--to",
-        node_name,
-        "--api",
-        &api,
-        "--token-file",
-    ])
-    .arg(status["token_file"].as_str().unwrap())
-    .output()
-    .expect("mailherd runs");
-    assert!(
-        output.status.success(),
-        "switchover failed: {}{}",
-        common::text(&output.stdout),
-        common::text(&output.stderr)
-    );
 }
 
 #[test]

@@ -40,6 +40,8 @@ pub struct NodeAnswer {
     /// The newest promotion in the agent's replicated history that ran
     /// the `promote_database` step.
     pub promote_database: Option<PromoteDatabase>,
+    /// The Raft leader as this node's agent knows it (by name).
+    pub raft_leader: Option<String>,
 }
 
 /// The `promote_database` step of one promotion, as the history records it.
@@ -85,6 +87,7 @@ impl NodeAnswer {
             keepalived_state: None,
             replication: None,
             promote_database: None,
+            raft_leader: None,
         }
     }
 }
@@ -221,6 +224,9 @@ struct NodeJson<'a> {
     keepalived_state: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     replication: Option<serde_json::Value>,
+    /// The Raft leader (the decider) as this node's agent knows it; null
+    /// when it knows none, or on a node that did not answer.
+    raft_leader: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -307,6 +313,7 @@ fn ask_keepalived(state: &LabState, node: &NodeState, holds_floating_ip: bool) -
         keepalived_state,
         replication: None,
         promote_database: None,
+        raft_leader: None,
     }
 }
 
@@ -381,6 +388,7 @@ fn parse_status(body: &str) -> NodeAnswer {
             keepalived_state: None,
             replication: value.get("replication").cloned(),
             promote_database: last_promote_database(&value),
+            raft_leader: value["leader"]["name"].as_str().map(str::to_string),
         },
         None => NodeAnswer::down("/status has no role"),
     }
@@ -447,6 +455,7 @@ fn to_json<'a>(state: &'a LabState, answers: &[NodeAnswer]) -> StatusJson<'a> {
                 volume_mounted: answer.volume_mounted,
                 keepalived_state: answer.keepalived_state.clone(),
                 replication: answer.replication.clone(),
+                raft_leader: answer.raft_leader.clone(),
                 error: answer.error.clone(),
             })
             .collect(),
@@ -587,6 +596,9 @@ mod tests {
         assert_eq!(answer.role, "master");
         assert_eq!(answer.epoch, Some(4));
         assert!(answer.error.is_none());
+        assert_eq!(answer.raft_leader, None);
+        let led = parse_status(r#"{"role":"backup","leader":{"id":2,"name":"n2","term":7}}"#);
+        assert_eq!(led.raft_leader.as_deref(), Some("n2"));
         assert_eq!(parse_status("not json").role, "down");
         assert_eq!(parse_status(r#"{"node":"n1"}"#).role, "down");
     }

@@ -226,3 +226,41 @@ pub fn subjects_of(output: &Output) -> Option<Vec<String>> {
             .collect(),
     )
 }
+
+/// `ip netns exec NAMESPACE PROGRAM`, to be given arguments.
+pub fn in_namespace(namespace: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", namespace]).arg(program);
+    command
+}
+
+/// `mailherd switchover --to TO`, from the lab's client namespace to the
+/// master's API, with what `status --json` says about the lab; asserts it
+/// was accepted.
+pub fn switchover(status: &serde_json::Value, to: &str) {
+    let master = only_master(status).expect("a master to switch from");
+    let api = status["nodes"]
+        .as_array()
+        .expect("status has nodes")
+        .iter()
+        .find(|node| node["name"] == master.as_str())
+        .and_then(|node| node["api"].as_str())
+        .expect("the master has an API")
+        .to_string();
+    let output = in_namespace(
+        status["client_namespace"]
+            .as_str()
+            .expect("a client namespace"),
+        agent_bin(),
+    )
+    .args(["switchover", "--to", to, "--api", &api, "--token-file"])
+    .arg(status["token_file"].as_str().expect("a token file"))
+    .output()
+    .expect("mailherd runs");
+    assert!(
+        output.status.success(),
+        "switchover failed: {}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
