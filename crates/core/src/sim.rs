@@ -9,7 +9,10 @@
 //! (within ±3%, inside the drift margin). Faults: power loss (holds nothing
 //! at once, restarts later with a fresh holder), agent restarts (what was
 //! held stays held until the new process's urgent cleanup), partitions,
-//! stack failure, leader changes, and now and then a slow answer.
+//! stack failure, leader changes, and now and then a slow answer. Renewals
+//! are now and then applied a second time, late and unanswered, also when
+//! the first copy was lost or its proposer has been cut off since: the
+//! relayed copies of `Consensus::propose_with_relays`.
 //! Resources count as held from the start of a promotion to the end of a
 //! demotion, pessimistically. Like the agent, a node measures
 //! the decider's wait from when a progress entry *arrived* in its log, and
@@ -71,6 +74,10 @@ enum Flight {
         command: Command,
         started: Millis,
         arrive: u64,
+        /// A copy another voter proposes for `from`: applied whether or
+        /// not `from` is still connected, and never answered (the proposer
+        /// took the first answer of any copy).
+        relayed: bool,
     },
     Answer {
         to: NodeId,
@@ -150,6 +157,16 @@ impl World {
     fn send(&mut self, now: u64, from: NodeId, command: Command, started: Millis) {
         let connected = self.node(from).connected();
         let lost = !connected || self.leader.is_none() || self.rng.random_bool(0.02);
+        if connected && matches!(command, Command::Renew { .. }) && self.rng.random_bool(0.05) {
+            let arrive = now + self.rng.random_range(20..timing().lease_ms);
+            self.flights.push(Flight::Proposal {
+                from,
+                command: command.clone(),
+                started,
+                arrive,
+                relayed: true,
+            });
+        }
         if lost {
             let lease = timing().lease_ms;
             self.flights.push(Flight::Timeout {
@@ -165,6 +182,7 @@ impl World {
                 command,
                 started,
                 arrive,
+                relayed: false,
             });
         }
     }
@@ -254,10 +272,24 @@ impl World {
         for flight in flights {
             match flight {
                 Flight::Proposal {
+                    relayed: true,
+                    command,
+                    arrive,
+                    ..
+                } if arrive <= now => {
+                    if self.leader.is_some() {
+                        let mut state = self.current().clone();
+                        // Unanswered: the proposer took another copy's answer.
+                        let _ = state.apply(&command);
+                        self.log.push((now, state));
+                    }
+                }
+                Flight::Proposal {
                     from,
                     command,
                     started,
                     arrive,
+                    relayed: false,
                 } if arrive <= now => {
                     if self.leader.is_some() && self.node(from).connected() {
                         let mut state = self.current().clone();
@@ -430,6 +462,7 @@ impl World {
                         command,
                         started: local,
                         arrive,
+                        relayed: false,
                     });
                 }
             }

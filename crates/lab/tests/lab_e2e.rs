@@ -778,10 +778,10 @@ fn a_master_cut_off_from_one_peer_keeps_the_role() {
     lab_ok(&["heal"]);
 }
 
-/// The master and the backup leading Raft, when every node agrees that a
-/// backup leads: the moments after a promotion, before the leader hands
-/// its leadership to the new master.
-fn master_and_leading_backup(status: &Value) -> Option<(String, String)> {
+/// The master and the node leading Raft, when every node agrees that
+/// another node (a backup or a witness) leads: the moments after a
+/// promotion, before the leader hands its leadership to the new master.
+fn master_and_other_leader(status: &Value) -> Option<(String, String)> {
     let master = only_master(status)?;
     let nodes = status["nodes"].as_array()?;
     let leader = nodes.first()?["raft_leader"].as_str()?.to_string();
@@ -798,19 +798,33 @@ fn master_and_leading_backup(status: &Value) -> Option<(String, String)> {
 #[test]
 fn a_master_cut_off_from_the_leading_backup_keeps_the_role() {
     let _lab = Lab::exclusive();
-    lab_ok(&["up", "--nodes", "3"]);
-    // The leader usually still sits on a backup right after `up`; if it
-    // has moved already, one switchover opens the same moment again.
+    master_cut_off_from_the_leader_keeps_the_role(&["up", "--nodes", "3"]);
+}
+
+/// The same with two mail nodes and a witness: whichever of the two peers
+/// leads, the renewals go through the other.
+#[test]
+fn two_nodes_and_a_witness_keep_a_master_cut_off_from_the_leader() {
+    let _lab = Lab::exclusive();
+    master_cut_off_from_the_leader_keeps_the_role(&["up", "--nodes", "2", "--witness", "1"]);
+}
+
+/// Brings the lab `up`, waits for a master while another node leads Raft,
+/// cuts the master off from that leader, and checks that nothing moves.
+fn master_cut_off_from_the_leader_keeps_the_role(up: &[&str]) {
+    lab_ok(up);
+    // The leader usually still sits on another node right after `up`; if
+    // it has moved already, one switchover opens the same moment again.
     let deadline = Instant::now() + FAILOVER_WAIT;
     let mut switched = false;
     let (master, leader) = loop {
         assert!(
             Instant::now() < deadline,
-            "never saw a backup leading Raft next to a master\n{}",
+            "never saw another node leading Raft next to a master\n{}",
             diagnostics()
         );
         let status = status();
-        if let Some(found) = master_and_leading_backup(&status) {
+        if let Some(found) = master_and_other_leader(&status) {
             break found;
         }
         let master = only_master(&status);
