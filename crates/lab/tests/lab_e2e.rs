@@ -14,78 +14,27 @@ mod common;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::{lab_bin, only_master, text, LabEnv};
 use serde_json::Value;
 
-/// Serialises the tests: they share the one lab the machine can hold.
+/// The machine's default lab (`mh-` namespaces, [`LAB_DIR`]); the tests
+/// share it, one at a time.
+static LAB: LabEnv = LabEnv {
+    prefix: "mh",
+    dir: LAB_DIR,
+    lock: &LAB_LOCK,
+};
 static LAB_LOCK: Mutex<()> = Mutex::new(());
 
 const LAB_DIR: &str = "/var/lib/mailherd-lab";
 const FAILOVER_WAIT: Duration = Duration::from_secs(30);
 const MAIL_WAIT: Duration = Duration::from_secs(60);
 
-fn lab_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_mailherd-lab"))
-}
-
-/// `MAILHERD_BIN` when set (to test another agent build), else the
-/// `mailherd` built next to the lab.
-fn agent_bin() -> PathBuf {
-    let agent = match std::env::var_os("MAILHERD_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => lab_bin()
-            .parent()
-            .expect("the lab binary has a directory")
-            .join("mailherd"),
-    };
-    assert!(
-        agent.exists(),
-        "{} is missing: build it with `cargo build --bins` before the tests",
-        agent.display()
-    );
-    agent
-}
-
-/// Exclusive use of the machine's lab, clean at the start and at the end.
-struct Lab {
-    _exclusive: MutexGuard<'static, ()>,
-}
-
-impl Lab {
-    fn exclusive() -> Lab {
-        let exclusive = LAB_LOCK
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        assert!(nix::unistd::geteuid().is_root(), "the lab tests need root");
-        lab_ok(&["down"]);
-        Lab {
-            _exclusive: exclusive,
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let output = lab(&["down"]);
-        if !output.status.success() && !std::thread::panicking() {
-            panic!("down failed: {}", String::from_utf8_lossy(&output.stderr));
-        }
-    }
-}
-
 fn lab(args: &[&str]) -> Output {
-    Command::new(lab_bin())
-        .args(args)
-        .env("MAILHERD_BIN", agent_bin())
-        .stdin(Stdio::null())
-        .output()
-        .expect("mailherd-lab runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    LAB.run(args)
 }
 
 /// Runs the lab, asserts success, returns stdout.
@@ -103,19 +52,6 @@ fn lab_ok(args: &[&str]) -> String {
     text(&output.stdout)
 }
 
-/// Runs the lab, asserts failure, returns stderr.
-fn lab_fails(args: &[&str]) -> String {
-    let output = lab(args);
-    assert!(
-        !output.status.success(),
-        "`mailherd-lab {}` should have failed:\nstdout: {}\nstderr: {}",
-        args.join(" "),
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    text(&output.stderr)
-}
-
 fn status() -> Value {
     serde_json::from_str(&lab_ok(&["status", "--json"])).expect("status --json prints JSON")
 }
@@ -128,12 +64,6 @@ fn nodes_with_role(status: &Value, role: &str) -> Vec<String> {
         .filter(|node| node["role"] == role)
         .map(|node| node["name"].as_str().expect("nodes have names").to_string())
         .collect()
-}
-
-/// The master when exactly one node says it is master.
-fn only_master(status: &Value) -> Option<String> {
-    let masters = nodes_with_role(status, "master");
-    (masters.len() == 1).then(|| masters[0].clone())
 }
 
 fn role_of(status: &Value, node: &str) -> String {
@@ -276,7 +206,7 @@ fn assert_nothing_left_behind() {
 
 #[test]
 fn down_with_nothing_up_succeeds() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     let stdout = lab_ok(&["down"]);
     assert!(stdout.contains("nothing to remove"), "{stdout}");
     assert_nothing_left_behind();
@@ -284,8 +214,8 @@ fn down_with_nothing_up_succeeds() {
 
 #[test]
 fn missing_agent_binary_is_a_clear_error_and_leaves_nothing_behind() {
-    let _lab = Lab::exclusive();
-    let stderr = lab_fails(&["up", "--nodes", "3", "--agent-bin", "/nonexistent"]);
+    let _lab = LAB.exclusive();
+    let stderr = LAB.fails(&["up", "--nodes", "3", "--agent-bin", "/nonexistent"]);
     assert!(
         stderr.contains("/nonexistent"),
         "the error names the path: {stderr}"
@@ -299,25 +229,25 @@ fn missing_agent_binary_is_a_clear_error_and_leaves_nothing_behind() {
 
 #[test]
 fn bad_arguments_are_refused_before_anything_is_made() {
-    let _lab = Lab::exclusive();
-    let stderr = lab_fails(&["up", "--nodes", "8"]);
+    let _lab = LAB.exclusive();
+    let stderr = LAB.fails(&["up", "--nodes", "8"]);
     assert!(stderr.contains("between 2 and 7"), "{stderr}");
-    let stderr = lab_fails(&["up", "--nodes", "3", "--witness", "3"]);
+    let stderr = LAB.fails(&["up", "--nodes", "3", "--witness", "3"]);
     assert!(stderr.contains("--witness"), "{stderr}");
-    let stderr = lab_fails(&["up", "--nodes", "3", "--cloud", "aws"]);
+    let stderr = LAB.fails(&["up", "--nodes", "3", "--cloud", "aws"]);
     assert!(stderr.contains("invalid value 'aws'"), "{stderr}");
     // Two voters cannot elect anyone after losing one: the agent's own
     // validation says so, before the lab builds anything.
-    let stderr = lab_fails(&["up", "--nodes", "2"]);
+    let stderr = LAB.fails(&["up", "--nodes", "2"]);
     assert!(stderr.contains("witness"), "{stderr}");
-    let stderr = lab_fails(&["fail", "n1", "--mode", "power"]);
+    let stderr = LAB.fails(&["fail", "n1", "--mode", "power"]);
     assert!(stderr.contains("no lab is up"), "{stderr}");
     assert_nothing_left_behind();
 }
 
 #[test]
 fn up_twice_fails_and_leaves_the_first_lab_intact() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     lab_ok(&["up", "--nodes", "3", "--stack", "banner"]);
     let master = wait_for("exactly one master", FAILOVER_WAIT, || {
         only_master(&status())
@@ -325,7 +255,7 @@ fn up_twice_fails_and_leaves_the_first_lab_intact() {
     let state_before = std::fs::read_to_string(Path::new(LAB_DIR).join("state.json"))
         .expect("the state file exists");
 
-    let stderr = lab_fails(&["up", "--nodes", "2", "--witness", "1", "--stack", "mail"]);
+    let stderr = LAB.fails(&["up", "--nodes", "2", "--witness", "1", "--stack", "mail"]);
     assert!(stderr.contains("lab already up"), "{stderr}");
     assert!(stderr.contains("mailherd-lab down"), "{stderr}");
 
@@ -344,12 +274,12 @@ fn up_twice_fails_and_leaves_the_first_lab_intact() {
 
 #[test]
 fn fail_with_an_unknown_node_lists_the_known_nodes() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     lab_ok(&["up", "--nodes", "2", "--witness", "1", "--stack", "banner"]);
-    let stderr = lab_fails(&["fail", "n9", "--mode", "power"]);
+    let stderr = LAB.fails(&["fail", "n9", "--mode", "power"]);
     assert!(stderr.contains("\"n9\""), "{stderr}");
     assert!(stderr.contains("n1, n2, w1"), "{stderr}");
-    let stderr = lab_fails(&["fail", "w1", "--mode", "service"]);
+    let stderr = LAB.fails(&["fail", "w1", "--mode", "service"]);
     assert!(stderr.contains("witness"), "{stderr}");
     // Nothing was harmed.
     wait_for("exactly one master", FAILOVER_WAIT, || {
@@ -534,7 +464,7 @@ fn heal_and_check(old_master: &str, new_master: &str) {
 /// is delivered by the new master from the queue on the shared volume.
 #[test]
 fn power_failure_of_the_master_keeps_the_mail() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     let (old_master, new_master) = mail_survives_a_fault_of_the_master("power", true);
     assert_eq!(
         role_of(&status(), &old_master),
@@ -546,7 +476,7 @@ fn power_failure_of_the_master_keeps_the_mail() {
 
 #[test]
 fn service_failure_of_the_master_keeps_the_mail() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     let (old_master, new_master) = mail_survives_a_fault_of_the_master("service", false);
     // The node itself stays up; its agent answers.
     assert_ne!(role_of(&status(), &old_master), "down");
@@ -555,7 +485,7 @@ fn service_failure_of_the_master_keeps_the_mail() {
 
 #[test]
 fn partition_of_the_master_fences_it_and_keeps_the_mail() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     let (old_master, new_master) = mail_survives_a_fault_of_the_master("partition", false);
     let namespace = format!("mh-{old_master}");
     wait_for(
@@ -570,7 +500,7 @@ fn partition_of_the_master_fences_it_and_keeps_the_mail() {
 
 #[test]
 fn watch_shows_a_failover_live() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     lab_ok(&["up", "--nodes", "2", "--witness", "1", "--stack", "banner"]);
     let old_master = wait_for("exactly one master", FAILOVER_WAIT, || {
         only_master(&status())
@@ -602,22 +532,6 @@ fn watch_shows_a_failover_live() {
     );
 }
 
-/// Starts the invariant checker for `duration` in the background.
-fn start_invariants(duration: Duration) -> Child {
-    Command::new(lab_bin())
-        .args([
-            "invariants",
-            "--json",
-            "--duration-ms",
-            &duration.as_millis().to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("invariants starts")
-}
-
 /// Waits for the checker to finish and asserts no two nodes ever held the
 /// address, the mount or the stack at once; returns its report.
 fn assert_never_two_holders(checker: Child) -> Value {
@@ -646,7 +560,7 @@ fn fault_the_master_and_check(up: &[&str], fail: &[&str]) -> (String, String) {
     wait_for("the master's banner", FAILOVER_WAIT, || {
         probe().filter(|banner| banner.contains(&format!("{master}.lab.test")))
     });
-    let checker = start_invariants(Duration::from_secs(12));
+    let checker = LAB.start_invariants(Duration::from_secs(12));
     std::thread::sleep(Duration::from_millis(500));
     let mut args = vec!["fail", master.as_str()];
     args.extend_from_slice(fail);
@@ -675,7 +589,7 @@ fn node_log(node: &str) -> String {
 
 #[test]
 fn a_killed_agent_is_fenced_by_its_watchdog() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     let (old, new) = fault_the_master_and_check(&["up", "--nodes", "3"], &["--mode", "agent-kill"]);
     assert!(
         node_log(&old).contains("WATCHDOG FIRED"),
@@ -692,7 +606,7 @@ fn a_killed_agent_is_fenced_by_its_watchdog() {
 
 #[test]
 fn a_frozen_agent_is_fenced_by_its_watchdog() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     let (old, new) =
         fault_the_master_and_check(&["up", "--nodes", "3"], &["--mode", "agent-freeze"]);
     assert!(
@@ -713,7 +627,7 @@ fn a_frozen_agent_is_fenced_by_its_watchdog() {
 /// itself, the majority elects another master.
 #[test]
 fn a_master_cut_off_from_its_peers_but_not_from_clients_gives_way() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     let (old, new) = fault_the_master_and_check(
         &["up", "--nodes", "3"],
         &["--mode", "partition", "--from", "peers"],
@@ -727,7 +641,7 @@ fn a_master_cut_off_from_its_peers_but_not_from_clients_gives_way() {
 /// quorum-loss probing silences it as leader so the others can elect one.
 #[test]
 fn a_master_that_hears_no_peer_gives_way() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     let (old, new) = fault_the_master_and_check(
         &["up", "--nodes", "3"],
         &["--mode", "partition", "--from", "peers", "--one-way"],
@@ -757,7 +671,7 @@ fn master_leading_raft() -> Option<String> {
 /// backup is needed for a quorum.
 #[test]
 fn a_master_cut_off_from_one_peer_keeps_the_role() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     lab_ok(&["up", "--nodes", "3"]);
     let master = wait_for(
         "one master, leading Raft in every node's view",
@@ -765,7 +679,7 @@ fn a_master_cut_off_from_one_peer_keeps_the_role() {
         master_leading_raft,
     );
     let peer = nodes_with_role(&status(), "backup")[0].clone();
-    let checker = start_invariants(Duration::from_secs(5));
+    let checker = LAB.start_invariants(Duration::from_secs(5));
     lab_ok(&["fail", &master, "--mode", "partition", "--from", &peer]);
     let report = assert_never_two_holders(checker);
     assert_eq!(
@@ -797,7 +711,7 @@ fn master_and_other_leader(status: &Value) -> Option<(String, String)> {
 /// go through the other backup (`Consensus::propose_with_relays`).
 #[test]
 fn a_master_cut_off_from_the_leading_backup_keeps_the_role() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     master_cut_off_from_the_leader_keeps_the_role(&["up", "--nodes", "3"]);
 }
 
@@ -805,7 +719,7 @@ fn a_master_cut_off_from_the_leading_backup_keeps_the_role() {
 /// leads, the renewals go through the other.
 #[test]
 fn two_nodes_and_a_witness_keep_a_master_cut_off_from_the_leader() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     master_cut_off_from_the_leader_keeps_the_role(&["up", "--nodes", "2", "--witness", "1"]);
 }
 
@@ -841,7 +755,7 @@ fn master_cut_off_from_the_leader_keeps_the_role(up: &[&str]) {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let checker = start_invariants(Duration::from_secs(5));
+    let checker = LAB.start_invariants(Duration::from_secs(5));
     lab_ok(&["fail", &master, "--mode", "partition", "--from", &leader]);
     let report = assert_never_two_holders(checker);
     assert_eq!(
@@ -864,7 +778,7 @@ fn master_cut_off_from_the_leader_keeps_the_role(up: &[&str]) {
 /// Two mail nodes and a witness survive the loss of the master's link.
 #[test]
 fn two_nodes_and_a_witness_survive_a_partition_of_the_master() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     let (old, new) = fault_the_master_and_check(
         &["up", "--nodes", "2", "--witness", "1"],
         &["--mode", "partition"],
@@ -882,14 +796,14 @@ fn two_nodes_and_a_witness_survive_a_partition_of_the_master() {
 /// nothing is ever held twice.
 #[test]
 fn the_cluster_grows_to_five_and_shrinks_to_three_around_its_master() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     lab_ok(&["up", "--nodes", "3"]);
     let master = wait_for(
         "one master, leading Raft in every node's view",
         FAILOVER_WAIT,
         master_leading_raft,
     );
-    let checker = start_invariants(Duration::from_secs(25));
+    let checker = LAB.start_invariants(Duration::from_secs(25));
     lab_ok(&["add-node"]);
     lab_ok(&["add-node"]);
     let grown = wait_for("five members, two new backups", FAILOVER_WAIT, || {
@@ -906,7 +820,7 @@ fn the_cluster_grows_to_five_and_shrinks_to_three_around_its_master() {
         diagnostics()
     );
     // The master itself cannot be removed.
-    let refusal = lab_fails(&["remove-node", &master]);
+    let refusal = LAB.fails(&["remove-node", &master]);
     assert!(refusal.contains("switchover"), "{refusal}");
     lab_ok(&["remove-node", "n4"]);
     lab_ok(&["remove-node", "n5"]);
