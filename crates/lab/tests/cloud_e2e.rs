@@ -14,83 +14,31 @@
 
 mod common;
 
-use common::only_master;
+use common::{only_master, text, LabEnv};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::process::{Command, Output};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
 
-/// Serialises the tests of this file: they share one lab.
+/// This file's lab, beside the default one; its tests share it, one at a
+/// time.
+static LAB: LabEnv = LabEnv {
+    prefix: LAB_PREFIX,
+    dir: LAB_DIR,
+    lock: &LAB_LOCK,
+};
 static LAB_LOCK: Mutex<()> = Mutex::new(());
 
 const LAB_PREFIX: &str = "mhc";
 const LAB_DIR: &str = "/var/lib/mailherd-lab-c";
 const FAILOVER_WAIT: Duration = Duration::from_secs(30);
 
-fn lab_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_mailherd-lab"))
-}
-
-fn agent_bin() -> PathBuf {
-    let agent = match std::env::var_os("MAILHERD_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => lab_bin()
-            .parent()
-            .expect("the lab binary has a directory")
-            .join("mailherd"),
-    };
-    assert!(
-        agent.exists(),
-        "{} is missing: build it with `cargo build --bins` before the tests",
-        agent.display()
-    );
-    agent
-}
-
-/// Exclusive use of this file's lab, clean at the start and at the end.
-struct Lab {
-    _exclusive: MutexGuard<'static, ()>,
-}
-
-impl Lab {
-    fn exclusive() -> Lab {
-        let exclusive = LAB_LOCK
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        assert!(nix::unistd::geteuid().is_root(), "the lab tests need root");
-        lab_ok(&["down"]);
-        Lab {
-            _exclusive: exclusive,
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let output = lab(&["down"]);
-        if !output.status.success() && !std::thread::panicking() {
-            panic!("down failed: {}", text(&output.stderr));
-        }
-    }
-}
-
 /// Runs `mailherd-lab` on this file's lab (never the default one).
 fn lab(args: &[&str]) -> Output {
-    Command::new(lab_bin())
-        .args(args)
-        .env("MAILHERD_BIN", agent_bin())
-        .env("MAILHERD_LAB_PREFIX", LAB_PREFIX)
-        .env("MAILHERD_LAB_DIR", LAB_DIR)
-        .stdin(Stdio::null())
-        .output()
-        .expect("mailherd-lab runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    LAB.run(args)
 }
 
 fn lab_ok(args: &[&str]) -> String {
@@ -203,7 +151,7 @@ fn diagnostics() -> String {
 
 #[test]
 fn hetzner_sim_moves_the_floating_ip_and_the_volume_to_the_new_master_after_a_power_failure() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     lab_ok(&["up", "--cloud", "hetzner-sim", "--wait-secs", "60"]);
 
     // Design §7's cloud object, exactly.
@@ -363,23 +311,6 @@ fn agent_status(status: &Value, node: &str) -> Value {
     serde_json::from_str(&client_curl(&[&format!("{api}/status")])).unwrap()
 }
 
-/// `invariants --json` for `duration_ms`, started now, on this file's lab.
-fn start_invariants(duration_ms: u64) -> std::process::Child {
-    Command::new(lab_bin())
-        .args([
-            "invariants",
-            "--json",
-            "--duration-ms",
-            &duration_ms.to_string(),
-        ])
-        .env("MAILHERD_LAB_PREFIX", LAB_PREFIX)
-        .env("MAILHERD_LAB_DIR", LAB_DIR)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("invariants starts")
-}
-
 /// A cloud fault in the middle of a failover: the first attach of the
 /// volume ends in an error. The node that got the role rolls its promotion
 /// back and releases the role; another node takes over. At no sample did
@@ -387,7 +318,7 @@ fn start_invariants(duration_ms: u64) -> std::process::Child {
 /// attempt is in the replicated history.
 #[test]
 fn a_failed_attach_rolls_the_promotion_back_and_another_node_takes_over() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     lab_ok(&["up", "--cloud", "hetzner-sim", "--wait-secs", "60"]);
     let first = status();
     let old_master = only_master(&first).expect("one master after up");
@@ -397,7 +328,7 @@ fn a_failed_attach_rolls_the_promotion_back_and_another_node_takes_over() {
         r#"{"kind": "action_error", "command": "attach_volume", "code": "server_error", "count": 1}"#,
     );
 
-    let checker = start_invariants(20_000);
+    let checker = LAB.start_invariants(Duration::from_secs(20));
     lab_ok(&["fail", &old_master, "--mode", "power"]);
 
     // The node first assigned says "master" while it promotes; the master
@@ -447,7 +378,7 @@ fn a_failed_attach_rolls_the_promotion_back_and_another_node_takes_over() {
 /// at no sample did two nodes hold the address, the mount or the stack.
 #[test]
 fn a_failover_completes_through_rate_limits_bad_gateways_and_a_locked_attach() {
-    let _lab = Lab::exclusive();
+    let _lab = LAB.exclusive();
     lab_ok(&["up", "--cloud", "hetzner-sim", "--wait-secs", "60"]);
     let first = status();
     let old_master = only_master(&first).expect("one master after up");
@@ -477,7 +408,7 @@ fn a_failover_completes_through_rate_limits_bad_gateways_and_a_locked_attach() {
 
     client_curl(&["-X", "DELETE", &format!("{sim}/_sim/requests")]);
 
-    let checker = start_invariants(20_000);
+    let checker = LAB.start_invariants(Duration::from_secs(20));
     lab_ok(&["fail", &old_master, "--mode", "power"]);
 
     let (new_master, after) = wait_for(
