@@ -203,6 +203,12 @@ impl Relaying {
             None => {}
         }
     }
+
+    /// A renewal failed: whatever comes next (relayed or direct) is a new
+    /// episode and is logged as such.
+    fn forget(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = RelayingState::default();
+    }
 }
 
 /// The decider's bookkeeping, on this node's clock.
@@ -619,8 +625,9 @@ impl Control {
                             relay_after,
                         )
                         .await;
-                    if let Ok(applied) = &result {
-                        relaying.note(applied.via, &metrics);
+                    match &result {
+                        Ok(applied) => relaying.note(applied.via, &metrics),
+                        Err(_) => relaying.forget(),
                     }
                     let outcome = match result.map(|applied| applied.result) {
                         Ok(Ok(())) => RenewalOutcome::Confirmed,

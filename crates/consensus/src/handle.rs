@@ -412,26 +412,34 @@ impl Consensus {
     /// For the master's lease renewals, which are idempotent: a master cut
     /// off from the leader alone still has its renewals committed through
     /// the voters it reaches, so losing one link does not cost it the role.
-    /// The command may be applied more than once, so nothing that must be
-    /// applied once goes through here. When this node leads, relays would
-    /// only come back to it, so none are sent.
+    /// The command may be applied more than once, so only renewals go
+    /// through here (peers refuse to relay anything else). When this node
+    /// leads, relays would only come back to it, so none are sent; when
+    /// its own Raft has stopped, neither: a node that cannot run its own
+    /// consensus must not keep a role through its peers.
     pub async fn propose_with_relays(
         &self,
         command: Command,
         timeout: Duration,
         relay_after: Duration,
     ) -> Result<Relayed, ProposeError> {
+        debug_assert!(
+            matches!(command, Command::Renew { .. }),
+            "only renewals are relayed"
+        );
         let deadline = Instant::now() + timeout;
         let direct = self.propose(command.clone(), timeout);
         tokio::pin!(direct);
         // The direct attempt's failure, if it gave up before the relays
-        // start (a refused connection can end it at once).
+        // start (an answer that is not 2xx, or a connection broken
+        // mid-request, ends it at once).
         let mut direct_result = None;
         if let Ok(result) = tokio::time::timeout(relay_after, &mut direct).await {
-            if let Ok(result) = result {
-                return Ok(Relayed { result, via: None });
+            match result {
+                Ok(result) => return Ok(Relayed { result, via: None }),
+                Err(ProposeError::Stopped) => return Err(ProposeError::Stopped),
+                Err(error) => direct_result = Some(Err(error)),
             }
-            direct_result = Some(result);
         }
         let me = self.node_id();
         let leader = self.leadership().leader;
@@ -458,10 +466,11 @@ impl Consensus {
         loop {
             tokio::select! {
                 result = &mut direct, if direct_result.is_none() => {
-                    if let Ok(result) = result {
-                        return Ok(Relayed { result, via: None });
+                    match result {
+                        Ok(result) => return Ok(Relayed { result, via: None }),
+                        Err(ProposeError::Stopped) => return Err(ProposeError::Stopped),
+                        Err(error) => direct_result = Some(Err(error)),
                     }
-                    direct_result = Some(result);
                 }
                 joined = relays.join_next(), if !relays.is_empty() => {
                     if let Some(Ok((relay, Ok(result)))) = joined {
@@ -471,11 +480,10 @@ impl Consensus {
                 else => break,
             }
         }
+        // The loop only ends once the direct attempt has failed.
         match direct_result {
-            Some(result) => result.map(|result| Relayed { result, via: None }),
-            None => Err(ProposeError::NoLeader {
-                after_ms: timeout.as_millis() as u64,
-            }),
+            Some(Err(error)) => Err(error),
+            _ => unreachable!("the loop ends only after the direct attempt failed"),
         }
     }
 
@@ -783,7 +791,8 @@ pub struct Relayed {
 }
 
 /// The node behind the peer router's `/raft/relay`, without keeping it
-/// alive: a router still served after shutdown answers `Stopped`.
+/// alive: once every `Consensus` handle is gone, a router still served
+/// answers `Stopped`.
 #[derive(Clone)]
 pub(crate) struct WeakConsensus(Weak<Inner>);
 

@@ -134,16 +134,22 @@ async fn propose(
     ))
 }
 
-/// Proposes a command on behalf of a peer that cannot reach the leader
-/// itself (see `Consensus::propose_with_relays`): this node's own
+/// Proposes a lease renewal on behalf of a peer that cannot reach the
+/// leader itself (see `Consensus::propose_with_relays`): this node's own
 /// `propose`, which writes locally or forwards to the leader. It never
 /// relays further. The answer is never a leader hint: the relay already
-/// followed those.
+/// followed those. Anything but a renewal is refused: a relayed command
+/// may be applied twice, which only a renewal tolerates.
 async fn relay_proposal(
     State(relay): State<WeakConsensus>,
     Query(query): Query<ProposeQuery>,
     Json(command): Json<Command>,
 ) -> Json<ProposeReply> {
+    if !matches!(command, Command::Renew { .. }) {
+        return Json(ProposeReply::Failed {
+            reason: format!("only lease renewals are relayed, not {command:?}"),
+        });
+    }
     let Some(consensus) = relay.upgrade() else {
         return Json(ProposeReply::Stopped);
     };

@@ -586,17 +586,34 @@ async fn leadership_can_be_handed_to_another_voter() {
 
 /// A follower whose own requests to the leader are all refused cannot
 /// commit directly, but through the third voter it can; the leader relays
-/// nothing (a relay would only come back to it).
+/// nothing (a relay would only come back to it), and no voter relays
+/// anything but a lease renewal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_cut_off_from_the_leader_commits_through_another_voter() {
     let cluster = Cluster::start(3, ConsensusOptions::default()).await;
     let leader = cluster.leader().await;
     let follower = cluster.followers(leader)[0];
+    let third = cluster
+        .followers(leader)
+        .into_iter()
+        .find(|id| *id != follower)
+        .unwrap();
+    let renew = Command::Renew {
+        node: follower,
+        epoch: 1,
+    };
+    assert_eq!(
+        cluster
+            .node(leader)
+            .propose(assign(follower, 1, 0, 0), PROPOSE_TIMEOUT)
+            .await,
+        Ok(Ok(()))
+    );
     cluster.cut(follower, leader);
     let cut_off = cluster.node(follower);
 
     let direct = cut_off
-        .propose(health(follower, true, "direct"), Duration::from_millis(500))
+        .propose(renew.clone(), Duration::from_millis(500))
         .await;
     assert!(
         matches!(direct, Err(ProposeError::Transport { peer, .. }) if peer == leader),
@@ -604,16 +621,11 @@ async fn a_follower_cut_off_from_the_leader_commits_through_another_voter() {
     );
     let relayed = cut_off
         .propose_with_relays(
-            health(follower, true, "relayed"),
+            renew.clone(),
             Duration::from_secs(2),
             Duration::from_millis(50),
         )
         .await;
-    let third = cluster
-        .followers(leader)
-        .into_iter()
-        .find(|id| *id != follower)
-        .unwrap();
     assert_eq!(
         relayed,
         Ok(Relayed {
@@ -621,16 +633,17 @@ async fn a_follower_cut_off_from_the_leader_commits_through_another_voter() {
             via: Some(third)
         })
     );
+    // Once: the direct copy was refused before it reached the log.
     cluster
-        .wait_state(leader, "the relayed command applied", |state| {
-            has_health(state, follower, "relayed")
+        .wait_state(leader, "the relayed renewal applied", |state| {
+            state.renewals == 1
         })
         .await;
     // A proposal the leader answers in time is not relayed.
     let direct = cluster
         .node(third)
         .propose_with_relays(
-            health(third, true, "direct"),
+            renew.clone(),
             Duration::from_secs(2),
             Duration::from_secs(1),
         )
@@ -645,15 +658,30 @@ async fn a_follower_cut_off_from_the_leader_commits_through_another_voter() {
     // Still one leader, the same: the cut cost the follower nothing.
     assert_eq!(cluster.leader().await, leader);
 
+    // Anything but a renewal is refused by the relay.
+    let reply: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/raft/relay", cluster.voters[&third]))
+        .json(&health(follower, true, "relayed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["outcome"], "failed", "{reply}");
+    assert!(
+        reply["reason"]
+            .as_str()
+            .unwrap()
+            .contains("only lease renewals are relayed"),
+        "{reply}"
+    );
+
     // With the third voter also refusing it, nothing gets through, and the
     // direct attempt's error is what the caller hears.
     cluster.cut(follower, third);
     let nowhere = cut_off
-        .propose_with_relays(
-            health(follower, true, "nowhere"),
-            Duration::from_millis(500),
-            Duration::from_millis(50),
-        )
+        .propose_with_relays(renew, Duration::from_millis(500), Duration::from_millis(50))
         .await;
     assert!(
         matches!(nowhere, Err(ProposeError::Transport { peer, .. }) if peer == leader),
