@@ -1275,24 +1275,23 @@ impl Control {
             &decider.cadence,
             &timing,
         );
+        if !promoted || !due || last_transfer.is_some_and(|at| now.since(at) < RETRY_MS) {
+            return;
+        }
         // Heard from directly within an election timeout, not merely within
         // the decider's wider reachability window: a transfer to a master
         // this leader has just been cut off from never arrives, yet stops
         // this leader, and the master's renewals (relayed meanwhile) wait
         // for a whole election.
         let fresh = Duration::from_millis(self.config.cluster.timing().election_timeout_min_ms);
-        let reachable = self
+        let heard_lately = self
             .consensus
             .follower_ack_ages()
             .get(&assignment.node)
             .copied()
             .flatten()
             .is_some_and(|age| age <= fresh);
-        if !promoted
-            || !due
-            || !reachable
-            || last_transfer.is_some_and(|at| now.since(at) < RETRY_MS)
-        {
+        if !heard_lately {
             return;
         }
         *last_transfer = Some(now);

@@ -430,27 +430,59 @@ impl Consensus {
         let deadline = Instant::now() + timeout;
         let direct = self.propose(command.clone(), timeout);
         tokio::pin!(direct);
-        // The direct attempt's failure, if it gave up before the relays
-        // start (an answer that is not 2xx, or a connection broken
-        // mid-request, ends it at once).
-        let mut direct_result = None;
-        if let Ok(result) = tokio::time::timeout(relay_after, &mut direct).await {
-            match result {
-                Ok(result) => return Ok(Relayed { result, via: None }),
-                Err(ProposeError::Stopped) => return Err(ProposeError::Stopped),
-                Err(error) => direct_result = Some(Err(error)),
+        let relay_at = tokio::time::sleep(relay_after);
+        tokio::pin!(relay_at);
+        let mut relays = tokio::task::JoinSet::new();
+        let mut relays_sent = false;
+        // Set once the direct attempt failed; relays may still succeed.
+        let mut direct_error = None;
+        loop {
+            tokio::select! {
+                result = &mut direct, if direct_error.is_none() => match result {
+                    Ok(result) => return Ok(Relayed { result, via: None }),
+                    Err(ProposeError::Stopped) => return Err(ProposeError::Stopped),
+                    Err(error) => {
+                        direct_error = Some(error);
+                        // A non-2xx answer or a connection broken
+                        // mid-request ends it early: relay at once.
+                        if !relays_sent {
+                            relays_sent = true;
+                            self.send_relays(&mut relays, &command, deadline);
+                        }
+                    }
+                },
+                () = &mut relay_at, if !relays_sent => {
+                    relays_sent = true;
+                    self.send_relays(&mut relays, &command, deadline);
+                }
+                joined = relays.join_next(), if !relays.is_empty() => {
+                    if let Some(Ok((relay, Some(result)))) = joined {
+                        return Ok(Relayed { result, via: Some(relay) });
+                    }
+                }
+                else => break,
             }
         }
+        // Every branch is off only once the direct attempt has failed and
+        // every relay has ended without an applied answer.
+        Err(direct_error.expect("the direct attempt failed"))
+    }
+
+    /// Spawns `command` relayed through every voter but this node and the
+    /// leader, into `relays`; none when this node leads (they would only
+    /// come back here). Each ends with the relay's id and the applied
+    /// result, if it got one.
+    fn send_relays(
+        &self,
+        relays: &mut tokio::task::JoinSet<(NodeId, Option<CommandResult>)>,
+        command: &Command,
+        deadline: Instant,
+    ) {
         let me = self.node_id();
         let leader = self.leadership().leader;
         if leader == Some(me) {
-            let result = match direct_result {
-                Some(result) => result,
-                None => direct.await,
-            };
-            return result.map(|result| Relayed { result, via: None });
+            return;
         }
-        let mut relays = tokio::task::JoinSet::new();
         for relay in self.voters().into_keys() {
             if relay == me || Some(relay) == leader {
                 continue;
@@ -459,66 +491,34 @@ impl Consensus {
             let command = command.clone();
             let remaining = deadline.saturating_duration_since(Instant::now());
             relays.spawn(async move {
-                let result = consensus.relay_through(relay, &command, remaining).await;
-                (relay, result)
+                let applied = consensus.relay_through(relay, &command, remaining).await;
+                (relay, applied)
             });
-        }
-        loop {
-            tokio::select! {
-                result = &mut direct, if direct_result.is_none() => {
-                    match result {
-                        Ok(result) => return Ok(Relayed { result, via: None }),
-                        Err(ProposeError::Stopped) => return Err(ProposeError::Stopped),
-                        Err(error) => direct_result = Some(Err(error)),
-                    }
-                }
-                joined = relays.join_next(), if !relays.is_empty() => {
-                    if let Some(Ok((relay, Ok(result)))) = joined {
-                        return Ok(Relayed { result, via: Some(relay) });
-                    }
-                }
-                else => break,
-            }
-        }
-        // The loop only ends once the direct attempt has failed.
-        match direct_result {
-            Some(Err(error)) => Err(error),
-            _ => unreachable!("the loop ends only after the direct attempt failed"),
         }
     }
 
-    /// `command` proposed by voter `relay` on this node's behalf.
+    /// `command` proposed by voter `relay` on this node's behalf: the
+    /// applied result, or `None` (why not is only logged: the direct
+    /// attempt's error is the one the caller hears).
     async fn relay_through(
         &self,
         relay: NodeId,
         command: &Command,
         remaining: Duration,
-    ) -> Result<CommandResult, ProposeError> {
-        let reply = match self
+    ) -> Option<CommandResult> {
+        match self
             .post_proposal(relay, "/raft/relay", command, remaining)
             .await
         {
-            Ok(reply) => reply,
-            Err(RemoteFailure::NotSent(error) | RemoteFailure::MaybeSent(error)) => {
-                return Err(error)
+            Ok(ProposeReply::Applied { result }) => Some(result),
+            Ok(reply) => {
+                tracing::debug!(relay, ?reply, "relay did not get the proposal applied");
+                None
             }
-        };
-        match reply {
-            ProposeReply::Applied { result } => Ok(result),
-            ProposeReply::TimedOut => Err(ProposeError::Timeout {
-                after_ms: remaining.as_millis() as u64,
-            }),
-            ProposeReply::OutcomeUnknown { reason } => Err(ProposeError::OutcomeUnknown {
-                reason: format!("relayed through {relay}: {reason}"),
-            }),
-            ProposeReply::Stopped => Err(ProposeError::OutcomeUnknown {
-                reason: format!("relay {relay} is stopping"),
-            }),
-            ProposeReply::Failed { reason } => Err(ProposeError::Transport {
-                peer: relay,
-                reason: format!("relayed: {reason}"),
-            }),
-            ProposeReply::ForwardToLeader { leader } => Err(ProposeError::NotLeader { leader }),
+            Err(RemoteFailure::NotSent(error) | RemoteFailure::MaybeSent(error)) => {
+                tracing::debug!(relay, %error, "relay not reached");
+                None
+            }
         }
     }
 
