@@ -16,7 +16,7 @@ mod common;
 
 use common::{only_master, text, LabEnv};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -118,33 +118,10 @@ fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) 
 
 /// The lab's status, the simulator's log and world, and every agent log's end.
 fn diagnostics() -> String {
-    let mut report = String::new();
-    let status = lab(&["status", "--json"]);
-    report.push_str(&format!(
-        "status: {}{}\n",
-        text(&status.stdout),
-        text(&status.stderr)
-    ));
+    let mut report = LAB.diagnostics(&["agent.log"], 20);
     let cloud = Path::new(LAB_DIR).join("cloud");
     for file in ["world.json", "hcloud-sim.log"] {
-        let content = std::fs::read_to_string(cloud.join(file)).unwrap_or_default();
-        let lines: Vec<&str> = content.lines().collect();
-        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-        report.push_str(&format!("--- {file}:\n{tail}\n"));
-    }
-    if let Ok(entries) = std::fs::read_dir(LAB_DIR) {
-        let mut logs: Vec<PathBuf> = entries
-            .filter_map(|entry| entry.ok())
-            .map(|entry| entry.path().join("agent.log"))
-            .filter(|path| path.exists())
-            .collect();
-        logs.sort();
-        for log in logs {
-            let content = std::fs::read_to_string(&log).unwrap_or_default();
-            let lines: Vec<&str> = content.lines().collect();
-            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-            report.push_str(&format!("--- {}:\n{tail}\n", log.display()));
-        }
+        report.push_str(&common::tail(&cloud.join(file), 30));
     }
     report
 }

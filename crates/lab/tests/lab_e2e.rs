@@ -12,7 +12,7 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -114,35 +114,10 @@ fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) 
     common::wait_for(what, timeout, check, diagnostics)
 }
 
-/// What a failing test prints: the lab's status and the end of every agent log.
+/// What a failing test prints: the lab's status and the end of every
+/// node's agent and node log.
 fn diagnostics() -> String {
-    let mut report = String::new();
-    let status = lab(&["status", "--json"]);
-    report.push_str(&format!(
-        "status: {}{}\n",
-        text(&status.stdout),
-        text(&status.stderr)
-    ));
-    if let Ok(entries) = std::fs::read_dir(LAB_DIR) {
-        let mut logs: Vec<PathBuf> = entries
-            .filter_map(|entry| entry.ok())
-            .flat_map(|entry| {
-                [
-                    entry.path().join("agent.log"),
-                    entry.path().join("node.log"),
-                ]
-            })
-            .filter(|path| path.exists())
-            .collect();
-        logs.sort();
-        for log in logs {
-            let content = std::fs::read_to_string(&log).unwrap_or_default();
-            let lines: Vec<&str> = content.lines().collect();
-            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
-            report.push_str(&format!("--- {}:\n{tail}\n", log.display()));
-        }
-    }
-    report
+    LAB.diagnostics(&["agent.log", "node.log"], 60)
 }
 
 fn subjects() -> Option<Vec<String>> {
@@ -650,6 +625,16 @@ fn a_master_that_hears_no_peer_gives_way() {
     heal_and_check(&old, &new);
 }
 
+/// The Raft leader every node names, when they all name the same one.
+fn agreed_leader(status: &Value) -> Option<String> {
+    let nodes = status["nodes"].as_array()?;
+    let leader = nodes.first()?["raft_leader"].as_str()?;
+    nodes
+        .iter()
+        .all(|node| node["raft_leader"] == leader)
+        .then(|| leader.to_string())
+}
+
 /// The master once every node says the Raft leader sits on it.
 ///
 /// The master renews its lease through the Raft leader, and the leader
@@ -659,11 +644,21 @@ fn a_master_that_hears_no_peer_gives_way() {
 fn master_leading_raft() -> Option<String> {
     let status = status();
     let master = only_master(&status)?;
-    status["nodes"]
-        .as_array()?
-        .iter()
-        .all(|node| node["raft_leader"] == master.as_str())
-        .then_some(master)
+    (agreed_leader(&status)? == master).then_some(master)
+}
+
+/// Waits for the invariant checker, asserts it saw no two holders and the
+/// address never move, and that `master` is still the only master;
+/// `while_what` says what happened meanwhile, for the failure message.
+fn assert_the_master_stayed(checker: Child, master: &str, while_what: &str) {
+    let report = assert_never_two_holders(checker);
+    assert_eq!(
+        report["address_changes"].as_array().unwrap().len(),
+        1,
+        "the address moved {while_what}: {report}\n{}",
+        diagnostics()
+    );
+    assert_eq!(only_master(&status()).as_deref(), Some(master));
 }
 
 /// A master that loses one peer of two keeps its majority and its role,
@@ -681,29 +676,12 @@ fn a_master_cut_off_from_one_peer_keeps_the_role() {
     let peer = nodes_with_role(&status(), "backup")[0].clone();
     let checker = LAB.start_invariants(Duration::from_secs(5));
     lab_ok(&["fail", &master, "--mode", "partition", "--from", &peer]);
-    let report = assert_never_two_holders(checker);
-    assert_eq!(
-        report["address_changes"].as_array().unwrap().len(),
-        1,
-        "the address moved after {master} was cut off from {peer}: {report}\n{}",
-        diagnostics()
+    assert_the_master_stayed(
+        checker,
+        &master,
+        &format!("after {master} was cut off from {peer}"),
     );
-    assert_eq!(only_master(&status()).as_deref(), Some(master.as_str()));
     lab_ok(&["heal"]);
-}
-
-/// The master and the node leading Raft, when every node agrees that
-/// another node (a backup or a witness) leads: the moments after a
-/// promotion, before the leader hands its leadership to the new master.
-fn master_and_other_leader(status: &Value) -> Option<(String, String)> {
-    let master = only_master(status)?;
-    let nodes = status["nodes"].as_array()?;
-    let leader = nodes.first()?["raft_leader"].as_str()?.to_string();
-    (leader != master
-        && nodes
-            .iter()
-            .all(|node| node["raft_leader"] == leader.as_str()))
-    .then_some((master, leader))
 }
 
 /// A master cut off from the backup that still leads Raft (before the
@@ -738,33 +716,25 @@ fn master_cut_off_from_the_leader_keeps_the_role(up: &[&str]) {
             diagnostics()
         );
         let status = status();
-        if let Some(found) = master_and_other_leader(&status) {
-            break found;
-        }
-        let master = only_master(&status);
-        let settled = master.is_some()
-            && status["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|node| node["raft_leader"] == master.as_deref().unwrap());
-        if settled && !switched {
-            let backup = nodes_with_role(&status, "backup")[0].clone();
-            common::switchover(&status, &backup);
-            switched = true;
+        if let (Some(master), Some(leader)) = (only_master(&status), agreed_leader(&status)) {
+            if master != leader {
+                break (master, leader);
+            }
+            if !switched {
+                let backup = nodes_with_role(&status, "backup")[0].clone();
+                common::switchover(&status, &backup);
+                switched = true;
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let checker = LAB.start_invariants(Duration::from_secs(5));
     lab_ok(&["fail", &master, "--mode", "partition", "--from", &leader]);
-    let report = assert_never_two_holders(checker);
-    assert_eq!(
-        report["address_changes"].as_array().unwrap().len(),
-        1,
-        "the address moved after {master} was cut off from the leader {leader}: {report}\n{}",
-        diagnostics()
+    assert_the_master_stayed(
+        checker,
+        &master,
+        &format!("after {master} was cut off from the leader {leader}"),
     );
-    assert_eq!(only_master(&status()).as_deref(), Some(master.as_str()));
     let agent_log =
         std::fs::read_to_string(format!("{LAB_DIR}/{master}/agent.log")).unwrap_or_default();
     assert!(
@@ -827,12 +797,5 @@ fn the_cluster_grows_to_five_and_shrinks_to_three_around_its_master() {
     let shrunk = status();
     assert_eq!(shrunk["nodes"].as_array().unwrap().len(), 3, "{shrunk}");
     assert!(!lab_namespaces().contains(&"mh-n4".to_string()));
-    let report = assert_never_two_holders(checker);
-    assert_eq!(
-        report["address_changes"].as_array().unwrap().len(),
-        1,
-        "the address moved while members came and went: {report}\n{}",
-        diagnostics()
-    );
-    assert_eq!(only_master(&status()).as_deref(), Some(master.as_str()));
+    assert_the_master_stayed(checker, &master, "while members came and went");
 }

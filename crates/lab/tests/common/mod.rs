@@ -133,18 +133,26 @@ impl LabEnv {
         }
     }
 
-    /// For a failed wait: `status --json` and the last `lines` lines of
-    /// each of `logs` (paths under a node's directory) of n1, n2 and n3.
+    /// For a failed test: `status --json` and the last `lines` lines of
+    /// each of `logs` (paths under a node's directory) of every node that
+    /// has them.
     pub fn diagnostics(&self, logs: &[&str], lines: usize) -> String {
         let status = self.run(&["status", "--json"]);
         let mut report = format!("status: {}{}\n", text(&status.stdout), text(&status.stderr));
-        for node in ["n1", "n2", "n3"] {
+        let mut nodes: Vec<PathBuf> = std::fs::read_dir(self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok())
+            .map(|entry| entry.path())
+            .filter(|path| path.is_dir())
+            .collect();
+        nodes.sort();
+        for node in nodes {
             for log in logs {
-                let path = format!("{}/{node}/{log}", self.dir);
-                let content = std::fs::read_to_string(&path).unwrap_or_default();
-                let all: Vec<&str> = content.lines().collect();
-                let tail = all[all.len().saturating_sub(lines)..].join("\n");
-                report.push_str(&format!("--- {path}:\n{tail}\n"));
+                let path = node.join(log);
+                if path.exists() {
+                    report.push_str(&tail(&path, lines));
+                }
             }
         }
         report
@@ -162,6 +170,14 @@ impl LabEnv {
         );
         text(&output.stderr)
     }
+}
+
+/// The last `lines` lines of the file at `path`, under a header naming it.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let content = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = content.lines().collect();
+    let tail = all[all.len().saturating_sub(lines)..].join("\n");
+    format!("--- {}:\n{tail}\n", path.display())
 }
 
 /// Holds a lab for one test; takes it down when dropped.
