@@ -197,9 +197,17 @@ impl Mariadbd {
 
     /// The rows of app.t, in order.
     pub fn rows(&self) -> Vec<String> {
+        self.try_rows().unwrap()
+    }
+
+    /// The rows of app.t, or why they cannot be read (on a replica, app.t
+    /// may not have arrived yet).
+    pub fn try_rows(&self) -> Result<Vec<String>, String> {
         rt().block_on(async {
             let mut conn = connect(self.port, "mailherd", ADMIN_PW).await.unwrap();
-            conn.query("SELECT v FROM app.t ORDER BY id").await.unwrap()
+            conn.query("SELECT v FROM app.t ORDER BY id")
+                .await
+                .map_err(|error| format!("{}: {error}", self.name))
         })
     }
 
