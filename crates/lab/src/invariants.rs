@@ -127,18 +127,32 @@ pub fn sample_while(
 ) -> Result<Report> {
     let own = File::open("/proc/thread-self/ns/net")
         .context("cannot open this thread's network namespace")?;
+    // A node in the state whose namespace does not exist, or is not one
+    // yet (`ip netns add` makes the file before it mounts the namespace on
+    // it), is being added (`add-node` records it first) or removed: it
+    // holds nothing to watch.
+    let is_namespace = |namespace: &File| {
+        let entered = setns(namespace.as_fd(), CloneFlags::CLONE_NEWNET).is_ok();
+        entered && setns(own.as_fd(), CloneFlags::CLONE_NEWNET).is_ok()
+    };
     let mut nodes: Vec<Watched> = state
         .nodes
         .iter()
         .filter(|node| node.is_mail())
-        .map(|node| {
-            Ok(Watched {
-                name: node.name.clone(),
-                namespace: File::open(crate::netns::handle(&node.namespace))
-                    .with_context(|| format!("namespace {} does not exist", node.namespace))?,
-                node: node.clone(),
-                init: None,
-            })
+        .filter_map(|node| {
+            let handle = crate::netns::handle(&node.namespace);
+            match File::open(&handle) {
+                Ok(namespace) if !is_namespace(&namespace) => None,
+                Ok(namespace) => Some(Ok(Watched {
+                    name: node.name.clone(),
+                    namespace,
+                    node: node.clone(),
+                    init: None,
+                })),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+                Err(error) => Some(Err(anyhow::Error::new(error)
+                    .context(format!("cannot open namespace {}", node.namespace)))),
+            }
         })
         .collect::<Result<_>>()?;
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
@@ -168,7 +182,12 @@ fn node_holds(state: &LabState, node: &mut Watched, own: &File) -> Result<Holds>
 
     let alive = |pid: i32| Path::new(&format!("/proc/{pid}")).exists();
     if !node.init.is_some_and(alive) {
-        node.init = crate::node::init_pid(&node.node.namespace)?;
+        // A namespace `remove-node` deleted meanwhile has no init any more.
+        node.init = if crate::netns::handle(&node.node.namespace).exists() {
+            crate::node::init_pid(&node.node.namespace)?
+        } else {
+            None
+        };
     }
     let Some(init) = node.init else {
         // Powered off: holds nothing but what the kernel keeps (the address
